@@ -1,0 +1,39 @@
+"""dmabuf_sim — a reference executable model of the Linux dma-buf subsystem.
+
+Start with :class:`Kernel` (the machine, one spec version) and
+:meth:`Kernel.spawn` (a userspace :class:`Process`).
+"""
+
+from __future__ import annotations
+
+from .errors import SIGBUS, SIGSEGV, DmaBufSimError, KernelError, KernelOops, Signal
+from .kernel import Kernel
+from .process import Process
+from .spec import SPECS, Spec, get_spec
+
+__all__ = [
+    "SIGBUS",
+    "SIGSEGV",
+    "SPECS",
+    "DmaBufSimError",
+    "Kernel",
+    "KernelError",
+    "KernelOops",
+    "Process",
+    "Signal",
+    "Spec",
+    "get_spec",
+]
+
+__version__ = "0.1.0"
+
+
+def load_everything() -> None:
+    """Import every module that declares kernel functions (fills the registry)."""
+    import importlib
+    import pkgutil
+
+    for mod in pkgutil.walk_packages(__path__, __name__ + "."):
+        if mod.name.endswith(("__main__", "pytest_plugin")):
+            continue
+        importlib.import_module(mod.name)

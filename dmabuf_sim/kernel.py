@@ -1,0 +1,195 @@
+"""The machine: one :class:`Kernel` owns every piece of simulated state.
+
+Physical memory, the CPU cache, the shared anon inode, device nodes,
+processes, dma-bufs and the tracer hang off a ``Kernel`` instance; nothing is
+module-global, so tests and hypothesis examples create thousands of
+independent kernels::
+
+    >>> from dmabuf_sim import Kernel
+    >>> k = Kernel(spec="v6.12")
+    >>> p = k.spawn("demo")
+    >>> p.pid
+    1
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Protocol
+
+from attrs import define, field
+
+from .fs import FileOperations, Inode
+from .mm.cache import CpuCache
+from .mm.page_alloc import PhysicalMemory
+from .spec import Spec, get_spec
+from .trace import TraceEvent, Tracer
+
+if TYPE_CHECKING:
+    from .mm.mmap import MmStruct
+    from .process import Process
+
+__all__ = ["AccessObserver", "BadPage", "ChrDev", "Kernel"]
+
+
+class AccessObserver(Protocol):
+    """Receives every CPU load/store that reaches memory (used by coherency checks)."""
+
+    def cpu_load(self, mm: MmStruct, va: int, pa: int, data: bytes) -> None: ...
+
+    def cpu_store(self, mm: MmStruct, va: int, pa: int, data: bytes) -> None: ...
+
+
+@define(frozen=True, slots=True)
+class BadPage:
+    """A page-state bug the simulated kernel noticed (``bad_page()`` in mm/page_alloc.c)."""
+
+    pfn: int
+    reason: str
+
+
+@define(eq=False, slots=True)
+class ChrDev:
+    """A device node: ``open(path)`` makes a file with these file_operations."""
+
+    path: str
+    fops: FileOperations
+    inode: Inode
+    driver: Any = None
+    """The driver object (for tests and pictures)."""
+
+
+@define(eq=False, slots=True, init=False)
+class Kernel:
+    """A simulated Linux machine running one spec version.
+
+    Parameters: ``spec`` — a spec name (``"v6.12"``) or :class:`~dmabuf_sim.spec.Spec`;
+    ``ram_pages`` — physical memory size in pages; ``cache_lines`` — CPU cache
+    capacity; ``seed`` — seeds the (deterministic) page allocator scatter;
+    ``trace`` — start with the tracer on.
+    """
+
+    spec: Spec
+    mem: PhysicalMemory = field(repr=False)
+    cache: CpuCache = field(repr=False)
+    tracer: Tracer = field(repr=False)
+    processes: dict[int, Process] = field(repr=False)
+    current: Process | None = field(repr=False)
+    anon_inode: Inode = field(repr=False)
+    chrdevs: dict[str, ChrDev] = field(repr=False)
+    dma_bufs: list[Any] = field(repr=False)
+    """Every live dma-buf (the kernel's ``db_list`` used by debugfs bufinfo)."""
+    bad_pages: list[BadPage] = field(repr=False)
+    access_observer: AccessObserver | None = field(repr=False)
+    zero_pfn: int
+    drivers: dict[str, Any] = field(repr=False)
+    _pids: Iterator[int] = field(repr=False)
+    _inos: Iterator[int] = field(repr=False)
+
+    def __init__(
+        self,
+        spec: str | Spec = "latest",
+        *,
+        ram_pages: int = 1 << 24,
+        cache_lines: int = 4096,
+        seed: int = 0,
+        trace: bool = False,
+        load_drivers: bool = True,
+    ) -> None:
+        if not isinstance(ram_pages, int) or ram_pages < 1 << 12:
+            raise ValueError(f"ram_pages must be an int >= 4096 (16 MiB), not {ram_pages!r}")
+        if not isinstance(cache_lines, int) or cache_lines < 1:
+            raise ValueError(f"cache_lines must be a positive int, not {cache_lines!r}")
+        self.spec = get_spec(spec)
+        self.mem = PhysicalMemory(self, nr_pages=ram_pages, seed=seed)
+        self.cache = CpuCache(self.mem, capacity=cache_lines)
+        self.tracer = Tracer(self, enabled=trace)
+        self.processes = {}
+        self.current = None
+        self._pids = itertools.count(1)
+        self._inos = itertools.count(1)
+        # anon_inode_init: the one inode every anon_inode_getfile() file shares
+        self.anon_inode = Inode(self, self.next_ino(), 0o600, "anon_inodefs")
+        self.chrdevs = {}
+        self.dma_bufs = []
+        self.bad_pages = []
+        self.access_observer = None
+        self.drivers = {}
+        self.zero_pfn = self.mem.alloc_pages(0)  # ZERO_PAGE(0)
+        if load_drivers:
+            from .drivers import load_builtin_drivers
+
+            load_builtin_drivers(self)
+
+    @property
+    def kernel(self) -> Kernel:
+        """Kernel objects expose ``.kernel``; the kernel is its own."""
+        return self
+
+    def trace_name(self) -> str:
+        return f"kernel({self.spec.name})"
+
+    # -- ids ------------------------------------------------------------------------
+    def next_ino(self) -> int:
+        return next(self._inos)
+
+    # -- processes ------------------------------------------------------------------
+    def spawn(self, comm: str = "proc") -> Process:
+        """Create a new process with an empty address space and fd table."""
+        from .process import Process
+
+        if not isinstance(comm, str):
+            raise TypeError(f"comm must be a str, not {type(comm).__name__}")
+        proc = Process(self, next(self._pids), comm[:15])
+        self.processes[proc.pid] = proc
+        return proc
+
+    def _new_pid(self) -> int:
+        return next(self._pids)
+
+    @contextmanager
+    def running(self, proc: Process | None) -> Iterator[None]:
+        """Run kernel code on behalf of ``proc`` (sets ``current``)."""
+        prev = self.current
+        self.current = proc
+        try:
+            yield
+        finally:
+            self.current = prev
+
+    # -- device nodes ---------------------------------------------------------------
+    def register_chrdev(self, path: str, fops: FileOperations, driver: Any = None) -> ChrDev:
+        """Add a device node (``misc_register``/``device_create``) at ``path``."""
+        if path in self.chrdevs:
+            raise ValueError(f"device node {path} already exists")
+        from .fs import S_IFCHR
+
+        inode = Inode(self, self.next_ino(), S_IFCHR | 0o666, "devtmpfs", i_fop=fops)
+        dev = ChrDev(path, fops, inode, driver)
+        self.chrdevs[path] = dev
+        return dev
+
+    # -- diagnostics ----------------------------------------------------------------
+    def report_bad_page(self, pfn: int, reason: str) -> None:
+        self.bad_pages.append(BadPage(pfn, reason))
+        self.tracer.event("bad_page", f"pfn {pfn:#x}: {reason}")
+
+    def trace_events(self) -> list[TraceEvent]:
+        return self.tracer.events
+
+    def trace(self) -> Any:
+        """``with kernel.trace() as events:`` traces a block of code."""
+        return self.tracer.capture()
+
+    def add_observer(self, observer: AccessObserver) -> Callable[[], None]:
+        """Install an access observer; returns a function that removes it."""
+        if self.access_observer is not None:
+            raise ValueError("an access observer is already installed")
+        self.access_observer = observer
+
+        def remove() -> None:
+            self.access_observer = None
+
+        return remove

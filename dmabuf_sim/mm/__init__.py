@@ -1,0 +1,1 @@
+"""The memory-management model: pages, caches, page tables, vmas, mm_struct, faults."""

@@ -1,0 +1,424 @@
+"""Kernel-side syscall entry points: fd tables and the generic VFS layer.
+
+Every function here takes the calling :class:`~dmabuf_sim.process.Process`
+and returns what the syscall returns in C — a value, or ``-errno`` — so the
+userspace face only has to turn negatives into :class:`OSError`.  The order
+of checks is the kernel's (fs/open.c, fs/read_write.c, fs/ioctl.c,
+fs/fcntl.c, fs/select.c, mm/mmap.c, arch/x86/kernel/sys_x86_64.c).
+
+Simplified: one thread per process; no permissions, namespaces, or
+``O_PATH``; ``/proc/<pid>/fd/N`` is the only procfs path that can be opened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+from typing import TYPE_CHECKING, Any
+
+from .errors import ENOIOCTLCMD
+from .fs import FMODE_LSEEK, FMODE_READ, FMODE_WRITE, OPEN_FMODE, File, fput, get_file
+from .mm.mmap import MAP_ANONYMOUS, MAP_HUGETLB, MAP_NONBLOCK, MAP_POPULATE
+from .mm.page_alloc import PAGE_MASK, PAGE_SHIFT
+from .trace import kernel_function
+from .uapi import (
+    DEFAULT_POLLMASK,
+    F_ADD_SEALS,
+    F_GET_SEALS,
+    FIOCLEX,
+    FIONBIO,
+    FIONCLEX,
+    POLLERR,
+    POLLHUP,
+    POLLNVAL,
+)
+
+if TYPE_CHECKING:
+    from .process import Process
+
+__all__ = [
+    "NR_OPEN_DEFAULT",
+    "fd_install",
+    "fget",
+    "get_unused_fd_flags",
+    "sys_close",
+    "sys_dup",
+    "sys_fcntl",
+    "sys_ioctl",
+    "sys_lseek",
+    "sys_mmap",
+    "sys_open",
+    "sys_poll",
+    "sys_read",
+    "sys_write",
+]
+
+NR_OPEN_DEFAULT = 1024  # RLIMIT_NOFILE soft limit
+_PROC_FD = re.compile(r"^/proc/(self|\d+)/fd/(\d+)$")
+
+
+# -- fd table -----------------------------------------------------------------------
+@kernel_function("get_unused_fd_flags", file="fs/file.c")
+def get_unused_fd_flags(proc: Process, flags: int) -> int:
+    """Reserve the lowest free fd (``-EMFILE`` past RLIMIT_NOFILE)."""
+    fd = 0
+    fds = proc.files.fds
+    while fd in fds or fd in proc.files.reserved:
+        fd += 1
+    if fd >= NR_OPEN_DEFAULT:
+        return -errno.EMFILE
+    proc.files.reserved[fd] = bool(flags & os.O_CLOEXEC)
+    return fd
+
+
+def put_unused_fd(proc: Process, fd: int) -> None:
+    proc.files.reserved.pop(fd, None)
+
+
+@kernel_function("fd_install", file="fs/file.c")
+def fd_install(proc: Process, fd: int, file: File) -> None:
+    """Install ``file`` at a reserved fd; the caller's reference moves to the table."""
+    cloexec = proc.files.reserved.pop(fd)
+    proc.files.fds[fd] = file
+    if cloexec:
+        proc.files.cloexec.add(fd)
+    else:
+        proc.files.cloexec.discard(fd)
+
+
+def fdget(proc: Process, fd: int) -> File | None:
+    """The file at ``fd`` without a new reference (single-threaded ``fdget``)."""
+    if not isinstance(fd, int) or fd < 0:
+        return None
+    return proc.files.fds.get(fd)
+
+
+@kernel_function("fget", file="fs/file.c")
+def fget(proc: Process, fd: int) -> File | None:
+    file = fdget(proc, fd)
+    if file is not None:
+        get_file(file)
+    return file
+
+
+# -- open / close / dup -------------------------------------------------------------
+@kernel_function("do_sys_open", file="fs/open.c")
+def sys_open(proc: Process, path: str, flags: int, mode: int) -> int:
+    kernel = proc.kernel
+    m = _PROC_FD.match(path)
+    if m:
+        return _reopen_proc_fd(proc, m, flags)
+    dev = kernel.chrdevs.get(path)
+    if dev is None:
+        return -errno.ENOENT
+    fd = get_unused_fd_flags(proc, flags)
+    if fd < 0:
+        return fd
+    file = File(
+        kernel,
+        dev.inode,
+        dev.fops,
+        OPEN_FMODE(flags) | FMODE_LSEEK,
+        flags & ~os.O_CLOEXEC,
+        path,
+    )
+    ret = _do_dentry_open(file)
+    if ret:
+        put_unused_fd(proc, fd)
+        return ret
+    fd_install(proc, fd, file)
+    return fd
+
+
+def _reopen_proc_fd(proc: Process, m: re.Match[str], flags: int) -> int:
+    """Open ``/proc/<pid>/fd/N``: a new file on the same inode, through its ``i_fop``."""
+    kernel = proc.kernel
+    target = proc if m.group(1) == "self" else kernel.processes.get(int(m.group(1)))
+    if target is None:
+        return -errno.ENOENT
+    old = fdget(target, int(m.group(2)))
+    if old is None:
+        return -errno.ENOENT
+    inode = old.f_inode
+    fops = inode.i_fop
+    if fops is None:
+        return -errno.ENXIO
+    if fops.open is not None and fops.open(inode, old) == -errno.ENXIO:
+        return -errno.ENXIO  # no_open: pseudo inodes (dma-buf, anon inodes) cannot be reopened
+    fd = get_unused_fd_flags(proc, flags)
+    if fd < 0:
+        return fd
+    file = File(
+        kernel,
+        inode,
+        old.f_op,
+        OPEN_FMODE(flags) | FMODE_LSEEK,
+        flags,
+        old.name,
+        private_data=old.private_data,
+        d_dname=old.d_dname,
+    )
+    fd_install(proc, fd, file)
+    return fd
+
+
+def _do_dentry_open(file: File) -> int:
+    if file.f_op.open is not None:
+        ret = file.f_op.open(file.f_inode, file)
+        if ret:
+            file.f_count = 0
+            file.released = True
+            return ret
+    return 0
+
+
+@kernel_function("close_fd", file="fs/file.c")
+def sys_close(proc: Process, fd: int) -> int:
+    file = proc.files.fds.pop(fd, None) if isinstance(fd, int) else None
+    if file is None:
+        return -errno.EBADF
+    proc.files.cloexec.discard(fd)
+    fput(file)
+    return 0
+
+
+@kernel_function("ksys_dup", file="fs/file.c")
+def sys_dup(proc: Process, oldfd: int, minfd: int = 0, cloexec: bool = False) -> int:
+    file = fdget(proc, oldfd)
+    if file is None:
+        return -errno.EBADF
+    fd = minfd
+    while fd in proc.files.fds or fd in proc.files.reserved:
+        fd += 1
+    if fd >= NR_OPEN_DEFAULT:
+        return -errno.EMFILE
+    proc.files.reserved[fd] = cloexec
+    fd_install(proc, fd, get_file(file))
+    return fd
+
+
+# -- mmap family --------------------------------------------------------------------
+@kernel_function("__x64_sys_mmap", file="arch/x86/kernel/sys_x86_64.c")
+def sys_mmap(
+    proc: Process, addr: int, length: int, prot: int, flags: int, fd: int, off: int
+) -> int:
+    """x86-64 ``mmap``: the byte offset must be page aligned before anything else (R3)."""
+    if off & ~PAGE_MASK:
+        return -errno.EINVAL
+    return ksys_mmap_pgoff(proc, addr, length, prot, flags, fd, off >> PAGE_SHIFT)
+
+
+@kernel_function("ksys_mmap_pgoff", file="mm/mmap.c")
+def ksys_mmap_pgoff(
+    proc: Process, addr: int, length: int, prot: int, flags: int, fd: int, pgoff: int
+) -> int:
+    file = None
+    if not flags & MAP_ANONYMOUS:
+        file = fget(proc, fd if fd < 1 << 31 else -1)
+        if file is None:
+            return -errno.EBADF  # R4: before the length is looked at
+        if flags & MAP_HUGETLB:
+            fput(file)
+            return -errno.EINVAL  # not a hugetlbfs file
+    elif flags & MAP_HUGETLB:
+        raise NotImplementedError("MAP_HUGETLB (hugetlbfs) is not modelled")
+    try:
+        return vm_mmap_pgoff(proc, file, addr, length, prot, flags, pgoff)
+    finally:
+        if file is not None:
+            fput(file)
+
+
+@kernel_function("vm_mmap_pgoff", file="mm/util.c")
+def vm_mmap_pgoff(
+    proc: Process, file: File | None, addr: int, length: int, prot: int, flags: int, pgoff: int
+) -> int:
+    ret = proc.mm.do_mmap(file, addr, length, prot, flags, pgoff)
+    if ret >= 0 and (flags & (MAP_POPULATE | MAP_NONBLOCK)) == MAP_POPULATE:
+        mm_populate(proc, ret, length)
+    return ret
+
+
+@kernel_function("__mm_populate", file="mm/gup.c")
+def mm_populate(proc: Process, start: int, length: int) -> None:
+    """``MAP_POPULATE``: fault every page in now; errors are ignored, as in the kernel."""
+    from .errors import Signal
+    from .mm.memory import handle_mm_fault
+    from .mm.page_alloc import PAGE_ALIGN, PAGE_SIZE
+    from .mm.vma import FAULT_FLAG_WRITE, VM_SHARED, VM_WRITE
+
+    end = start + PAGE_ALIGN(length)
+    mm = proc.mm
+    addr = start
+    while addr < end:
+        vma = mm.vma_lookup(addr)
+        if vma is None:
+            addr += PAGE_SIZE
+            continue
+        write = bool(vma.vm_flags & VM_WRITE and vma.vm_flags & VM_SHARED)
+        if mm.pgtable.get(addr >> PAGE_SHIFT) is None:
+            with contextlib.suppress(Signal):
+                handle_mm_fault(vma, addr, FAULT_FLAG_WRITE if write else 0)
+        addr += PAGE_SIZE
+
+
+# -- generic file syscalls ----------------------------------------------------------
+@kernel_function("ksys_lseek", file="fs/read_write.c")
+def sys_lseek(proc: Process, fd: int, offset: int, whence: int) -> int:
+    file = fdget(proc, fd)
+    if file is None:
+        return -errno.EBADF
+    if whence > os.SEEK_END + 2 or whence < 0:  # SEEK_MAX = SEEK_HOLE
+        return -errno.EINVAL
+    return vfs_llseek(file, offset, whence)
+
+
+@kernel_function("vfs_llseek", file="fs/read_write.c")
+def vfs_llseek(file: File, offset: int, whence: int) -> int:
+    if not file.f_mode & FMODE_LSEEK or file.f_op.llseek is None:
+        return -errno.ESPIPE  # R42, R62: anon files of the old specs
+    return file.f_op.llseek(file, offset, whence)
+
+
+@kernel_function("ksys_read", file="fs/read_write.c")
+def sys_read(proc: Process, fd: int, count: int) -> bytes | int:
+    file = fdget(proc, fd)
+    if file is None:
+        return -errno.EBADF
+    if not file.f_mode & FMODE_READ:
+        return -errno.EBADF
+    if file.f_op.read is None:
+        return -errno.EINVAL  # no FMODE_CAN_READ
+    return file.f_op.read(file, count)
+
+
+@kernel_function("ksys_write", file="fs/read_write.c")
+def sys_write(proc: Process, fd: int, data: bytes) -> int:
+    file = fdget(proc, fd)
+    if file is None:
+        return -errno.EBADF
+    if not file.f_mode & FMODE_WRITE:
+        return -errno.EBADF
+    if file.f_op.write is None:
+        return -errno.EINVAL  # no FMODE_CAN_WRITE
+    return file.f_op.write(file, data)
+
+
+@kernel_function("__x64_sys_ioctl", file="fs/ioctl.c")
+def sys_ioctl(proc: Process, fd: int, cmd: int, arg: Any) -> int:
+    file = fdget(proc, fd)
+    if file is None:
+        return -errno.EBADF
+    cmd &= 0xFFFFFFFF  # the kernel takes an unsigned int
+    # do_vfs_ioctl: the generic commands every file understands
+    if cmd == FIOCLEX:
+        proc.files.cloexec.add(fd)
+        return 0
+    if cmd == FIONCLEX:
+        proc.files.cloexec.discard(fd)
+        return 0
+    if cmd == FIONBIO:
+        file.f_flags = file.f_flags | os.O_NONBLOCK if arg else file.f_flags & ~os.O_NONBLOCK
+        return 0
+    return vfs_ioctl(file, cmd, arg)
+
+
+@kernel_function("vfs_ioctl", file="fs/ioctl.c")
+def vfs_ioctl(file: File, cmd: int, arg: Any) -> int:
+    if file.f_op.unlocked_ioctl is None:
+        return -errno.ENOTTY  # R47, R62
+    ret = file.f_op.unlocked_ioctl(file, cmd, arg)
+    if ret == -ENOIOCTLCMD:
+        return -errno.ENOTTY
+    return ret
+
+
+@kernel_function("do_sys_poll", file="fs/select.c")
+def sys_poll(proc: Process, fd: int, events: int) -> int:
+    """``poll`` on one fd with timeout 0: the revents mask."""
+    file = fdget(proc, fd)
+    if file is None:
+        return POLLNVAL
+    filter_ = events | POLLERR | POLLHUP
+    mask = DEFAULT_POLLMASK if file.f_op.poll is None else file.f_op.poll(file, events)
+    return mask & filter_
+
+
+@kernel_function("do_fcntl", file="fs/fcntl.c")
+def sys_fcntl(proc: Process, fd: int, cmd: int, arg: int) -> int:
+    import fcntl as _fcntl
+
+    file = fdget(proc, fd)
+    if file is None:
+        return -errno.EBADF
+    if cmd == _fcntl.F_GETFL:
+        return file.f_flags
+    if cmd == _fcntl.F_SETFL:
+        settable = os.O_APPEND | os.O_NONBLOCK | os.O_ASYNC | os.O_DIRECT | os.O_NOATIME
+        file.f_flags = (file.f_flags & ~settable) | (arg & settable)
+        return 0
+    if cmd == _fcntl.F_GETFD:
+        return _fcntl.FD_CLOEXEC if fd in proc.files.cloexec else 0
+    if cmd == _fcntl.F_SETFD:
+        if arg & _fcntl.FD_CLOEXEC:
+            proc.files.cloexec.add(fd)
+        else:
+            proc.files.cloexec.discard(fd)
+        return 0
+    if cmd in (_fcntl.F_DUPFD, getattr(_fcntl, "F_DUPFD_CLOEXEC", 1030)):
+        if arg < 0 or arg >= NR_OPEN_DEFAULT:
+            return -errno.EINVAL
+        return sys_dup(proc, fd, arg, cmd != _fcntl.F_DUPFD)
+    if cmd in (F_ADD_SEALS, F_GET_SEALS):
+        from .mm.shmem import memfd_fcntl
+
+        return memfd_fcntl(file, cmd, arg)
+    return -errno.EINVAL
+
+
+@kernel_function("__vm_munmap", file="mm/mmap.c")
+def sys_munmap(proc: Process, addr: int, length: int) -> int:
+    return proc.mm.do_munmap(addr, length)
+
+
+@kernel_function("__x64_sys_mprotect", file="mm/mprotect.c")
+def sys_mprotect(proc: Process, addr: int, length: int, prot: int) -> int:
+    from .mm.mprotect import do_mprotect_pkey
+
+    return do_mprotect_pkey(proc.mm, addr, length, prot)
+
+
+@kernel_function("__x64_sys_mremap", file="mm/mremap.c")
+def sys_mremap(
+    proc: Process, addr: int, old_len: int, new_len: int, flags: int, new_addr: int
+) -> int:
+    from .mm.mremap import do_mremap
+
+    return do_mremap(proc.mm, addr, old_len, new_len, flags, new_addr)
+
+
+@kernel_function("kernel_clone", file="kernel/fork.c")
+def sys_fork(proc: Process) -> Process:
+    """``fork``: copy the fd table (a reference per file) and the address space."""
+    from .mm.fork import dup_mmap
+    from .process import Process as _Process
+
+    kernel = proc.kernel
+    child = _Process(kernel, kernel._new_pid(), proc.comm)
+    for fd, file in proc.files.fds.items():
+        child.files.fds[fd] = get_file(file)
+    child.files.cloexec = set(proc.files.cloexec)
+    dup_mmap(child.mm, proc.mm)
+    kernel.processes[child.pid] = child
+    return child
+
+
+@kernel_function("do_exit", file="kernel/exit.c")
+def sys_exit(proc: Process) -> int:
+    for fd in sorted(proc.files.fds):
+        fput(proc.files.fds.pop(fd))
+    proc.files.cloexec.clear()
+    proc.mm.exit_mmap()
+    return 0
