@@ -14,6 +14,7 @@ independent kernels::
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -85,6 +86,16 @@ class Kernel:
     access_observer: AccessObserver | None = field(repr=False)
     zero_pfn: int
     drivers: dict[str, Any] = field(repr=False)
+    lock_observer: Any = field(repr=False)
+    """Receives lock acquire/release events (the lockdep-like sanitizer), or None."""
+    warnings: list[str] = field(repr=False)
+    """WARN_ON()s that fired, in order."""
+    tainted: bool
+    """Set when the kernel oopsed: state after an oops is undefined, as on real hardware."""
+    clock: int
+    """Virtual time in nanoseconds; advances only when a task waits for device work."""
+    _timers: list[tuple[int, int, Callable[[], None]]] = field(repr=False)
+    _timer_seq: Iterator[int] = field(repr=False)
     _pids: Iterator[int] = field(repr=False)
     _inos: Iterator[int] = field(repr=False)
 
@@ -117,6 +128,12 @@ class Kernel:
         self.bad_pages = []
         self.access_observer = None
         self.drivers = {}
+        self.lock_observer = None
+        self.warnings = []
+        self.tainted = False
+        self.clock = 0
+        self._timers = []
+        self._timer_seq = itertools.count()
         self.zero_pfn = self.mem.alloc_pages(0)  # ZERO_PAGE(0)
         if load_drivers:
             from .drivers import load_builtin_drivers
@@ -171,7 +188,30 @@ class Kernel:
         self.chrdevs[path] = dev
         return dev
 
+    # -- virtual time ---------------------------------------------------------------
+    def schedule(self, at: int, fn: Callable[[], None]) -> None:
+        """Run ``fn`` when the virtual clock reaches ``at`` (device work completing)."""
+        heapq.heappush(self._timers, (at, next(self._timer_seq), fn))
+
+    def advance_clock_to(self, t: int) -> None:
+        """Advance virtual time to ``t``, running every timer due on the way, in order."""
+        while self._timers and self._timers[0][0] <= t:
+            at, _seq, fn = heapq.heappop(self._timers)
+            self.clock = max(self.clock, at)
+            fn()
+        self.clock = max(self.clock, t)
+
+    def run_until_idle(self) -> None:
+        """Let all scheduled device work finish."""
+        while self._timers:
+            self.advance_clock_to(self._timers[0][0])
+
     # -- diagnostics ----------------------------------------------------------------
+    def warn(self, func: str, condition: str) -> None:
+        """``WARN_ON(condition)`` fired in ``func``: recorded, traced, execution goes on."""
+        self.warnings.append(f"{func}: WARN_ON({condition})")
+        self.tracer.event("WARN_ON", f"{func}: {condition}")
+
     def report_bad_page(self, pfn: int, reason: str) -> None:
         self.bad_pages.append(BadPage(pfn, reason))
         self.tracer.event("bad_page", f"pfn {pfn:#x}: {reason}")

@@ -84,6 +84,8 @@ class Process:
     mm: MmStruct = field(init=False, repr=False)
     files: FilesStruct = field(factory=FilesStruct, repr=False)
     alive: bool = True
+    signal_pending: bool = False
+    """A signal is queued: interruptible waits in the kernel return -ERESTARTSYS (EINTR)."""
 
     def __attrs_post_init__(self) -> None:
         self.mm = MmStruct(self.kernel, owner=self)
