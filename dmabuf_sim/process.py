@@ -19,13 +19,14 @@ access raises :class:`~dmabuf_sim.errors.SIGSEGV` or
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import TYPE_CHECKING, Any
 
 from attrs import define, field
 
 from . import syscalls as sc
-from .errors import os_error
+from .errors import ERESTARTSYS, os_error
 from .fs import File, fput
 from .mm.memory import user_access
 from .mm.mmap import MmStruct
@@ -61,6 +62,8 @@ def _int(name: str, value: object) -> int:
 
 def _check(ret: int) -> int:
     if ret < 0:
+        if ret == -ERESTARTSYS:
+            ret = -errno.EINTR  # the signal is delivered; no SA_RESTART is modelled
         raise os_error(ret)
     return ret
 
