@@ -88,6 +88,8 @@ class Process:
     files: FilesStruct = field(factory=FilesStruct, repr=False)
     alive: bool = True
     signal_pending: bool = False
+    fatal_signal_pending: bool = False
+    """SIGKILL is queued: long allocations give up with -EINTR."""
     """A signal is queued: interruptible waits in the kernel return -ERESTARTSYS (EINTR)."""
 
     def __attrs_post_init__(self) -> None:

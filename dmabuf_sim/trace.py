@@ -200,9 +200,9 @@ def kernel_function(
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Declare a simulated kernel function: registry entry plus tracing.
 
-    The first positional argument of the decorated function must expose the
-    owning :class:`~dmabuf_sim.kernel.Kernel` as ``.kernel`` (every kernel
-    object does).  With tracing off the wrapper costs one attribute test.
+    The owning :class:`~dmabuf_sim.kernel.Kernel` is found as ``.kernel`` of
+    the first positional argument that has one (every kernel object does).
+    With tracing off the wrapper costs an attribute lookup or two.
     """
 
     def deco(fn: Callable[P, R]) -> Callable[P, R]:
@@ -214,8 +214,8 @@ def kernel_function(
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            tracer = args[0].kernel.tracer  # type: ignore[attr-defined]
-            if not tracer.enabled:
+            tracer = _tracer_of(args)
+            if tracer is None or not tracer.enabled:
                 return fn(*args, **kwargs)
             tracer.enter(cname, args[skip:])
             try:
@@ -230,6 +230,17 @@ def kernel_function(
         return wrapper
 
     return deco
+
+
+def _tracer_of(args: tuple[Any, ...]) -> Tracer | None:
+    """The tracer of the first argument that belongs to a kernel (methods of stateless
+    exporter objects find it in their second argument)."""
+    for arg in args:
+        kernel = getattr(arg, "kernel", None)
+        if kernel is not None:
+            tracer: Tracer = kernel.tracer
+            return tracer
+    return None
 
 
 def _is_method(fn: Callable[..., Any]) -> bool:

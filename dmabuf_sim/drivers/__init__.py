@@ -16,6 +16,8 @@ __all__ = ["load_builtin_drivers"]
 
 
 def load_builtin_drivers(kernel: Kernel) -> None:
+    from ..exporters import load_exporter_drivers
     from .simmem import SimMem
 
     SimMem.register(kernel)
+    load_exporter_drivers(kernel)

@@ -1,0 +1,34 @@
+"""Reference exporters, one module each, with the real uapi.
+
+* :mod:`.system_heap` — ``/dev/dma_heap/system`` (scattered pages, eager remap);
+* :mod:`.cma_heap` — ``/dev/dma_heap/reserved`` (contiguous, fault-time insert);
+* :mod:`.udmabuf` — ``/dev/udmabuf`` over a sealed memfd;
+
+Which device nodes exist depends on the spec (dma-heaps since 5.6, udmabuf
+since 4.20): :func:`load_exporter_drivers` registers those the kernel had.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..kernel import Kernel
+
+__all__ = ["load_exporter_drivers"]
+
+
+def load_exporter_drivers(kernel: Kernel) -> None:
+    spec = kernel.spec
+    if not spec.config_dma_shared_buffer:
+        return
+    if spec.has_dma_heaps:
+        from .cma_heap import CmaHeap
+        from .system_heap import SystemHeap
+
+        kernel.drivers["system_heap"] = SystemHeap.register(kernel)
+        kernel.drivers["cma_heap"] = CmaHeap.register(kernel)
+    if spec.has_udmabuf:
+        from .udmabuf import UdmabufDriver
+
+        kernel.drivers["udmabuf"] = UdmabufDriver.register(kernel)

@@ -1,0 +1,89 @@
+"""Kernel virtual mappings: ``vmap``/``vunmap``/``vm_map_ram`` (mm/vmalloc.c).
+
+A :class:`KernelMapping` is what ``dma_buf_vmap`` hands an importer: the
+buffer's pages, contiguous in kernel virtual space.  Accesses go through the
+CPU cache for the default (write-back) protection and straight to DRAM for
+write-combined or uncached ones — exactly like a user mapping with that
+cache mode.  ``invalidate()``/``flush()`` are ``invalidate_kernel_vmap_range``
+and ``flush_kernel_vmap_range``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from attrs import define, field
+
+from ..trace import kernel_function
+from .page_alloc import PAGE_SHIFT, PAGE_SIZE
+from .pgtable import CACHE_WB
+
+if TYPE_CHECKING:
+    from ..kernel import Kernel
+
+__all__ = ["KernelMapping", "vmap", "vunmap"]
+
+
+@define(eq=False, slots=True)
+class KernelMapping:
+    kernel: Kernel = field(repr=False)
+    pfns: list[int] = field(repr=False)
+    cache_mode: int = CACHE_WB
+    mapped: bool = True
+
+    def trace_name(self) -> str:
+        return f"vmap({len(self.pfns)} pages)"
+
+    @property
+    def size(self) -> int:
+        return len(self.pfns) << PAGE_SHIFT
+
+    def _pieces(self, offset: int, n: int) -> list[tuple[int, int, int]]:
+        if not self.mapped:
+            raise ValueError("access through a vunmap()ed kernel mapping (use after free)")
+        if offset < 0 or n < 0 or offset + n > self.size:
+            raise ValueError(f"access [{offset}, {offset + n}) outside a {self.size}-byte vmap")
+        out = []
+        pos = 0
+        while pos < n:
+            idx, off = divmod(offset + pos, PAGE_SIZE)
+            chunk = min(n - pos, PAGE_SIZE - off)
+            out.append(((self.pfns[idx] << PAGE_SHIFT) + off, pos, chunk))
+            pos += chunk
+        return out
+
+    def read(self, offset: int, n: int) -> bytes:
+        cache, mem = self.kernel.cache, self.kernel.mem
+        wb = self.cache_mode == CACHE_WB
+        return b"".join(
+            cache.load(pa, k) if wb else mem.read(pa, k) for pa, _p, k in self._pieces(offset, n)
+        )
+
+    def write(self, offset: int, data: bytes) -> None:
+        cache, mem = self.kernel.cache, self.kernel.mem
+        wb = self.cache_mode == CACHE_WB
+        for pa, pos, k in self._pieces(offset, len(data)):
+            if wb:
+                cache.store(pa, data[pos : pos + k])
+            else:
+                mem.write(pa, data[pos : pos + k])
+
+    def flush(self) -> None:
+        """``flush_kernel_vmap_range``: write dirty lines back."""
+        for pfn in self.pfns:
+            self.kernel.cache.clean_range(pfn << PAGE_SHIFT, PAGE_SIZE)
+
+    def invalidate(self) -> None:
+        """``invalidate_kernel_vmap_range``: drop cached lines."""
+        for pfn in self.pfns:
+            self.kernel.cache.invalidate_range(pfn << PAGE_SHIFT, PAGE_SIZE)
+
+
+@kernel_function("vmap", file="mm/vmalloc.c")
+def vmap(kernel: Kernel, pfns: list[int], cache_mode: int = CACHE_WB) -> KernelMapping:
+    return KernelMapping(kernel, list(pfns), cache_mode)
+
+
+@kernel_function("vunmap", file="mm/vmalloc.c")
+def vunmap(mapping: KernelMapping) -> None:
+    mapping.mapped = False
