@@ -138,13 +138,14 @@ class Device:
         self._check_range(sgt, offset, length)
         cache = self.kernel.cache
         mem = self.kernel.mem
+        observer = self.kernel.access_observer
         out = bytearray()
         for pa, _off, n in sgt.ranges(offset, length):
-            out += cache.snoop_read(pa, n) if self.coherent else mem.read(pa, n)
+            piece = cache.snoop_read(pa, n) if self.coherent else mem.read(pa, n)
+            if observer is not None:
+                observer.device_access(self, pa, piece, False)
+            out += piece
         self.dma_reads += 1
-        observer = self.kernel.access_observer
-        if observer is not None and hasattr(observer, "device_read"):
-            observer.device_read(self, sgt, offset, bytes(out))
         return bytes(out)
 
     @kernel_function("device_dma_write", file="(device DMA engine)")
@@ -153,6 +154,7 @@ class Device:
         self._check_range(sgt, offset, len(data))
         cache = self.kernel.cache
         mem = self.kernel.mem
+        observer = self.kernel.access_observer
         pos = 0
         for pa, _off, n in sgt.ranges(offset, len(data)):
             piece = data[pos : pos + n]
@@ -160,11 +162,10 @@ class Device:
                 cache.snoop_write(pa, piece)
             else:
                 mem.write(pa, piece)
+            if observer is not None:
+                observer.device_access(self, pa, bytes(piece), True)
             pos += n
         self.dma_writes += 1
-        observer = self.kernel.access_observer
-        if observer is not None and hasattr(observer, "device_write"):
-            observer.device_write(self, sgt, offset, bytes(data))
 
     def _check_range(self, sgt: SgTable, offset: int, length: int) -> None:
         if offset < 0 or length < 0 or offset + length > sgt.nbytes():

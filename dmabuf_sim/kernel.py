@@ -29,18 +29,25 @@ from .spec import Spec, get_spec
 from .trace import TraceEvent, Tracer
 
 if TYPE_CHECKING:
-    from .mm.mmap import MmStruct
     from .process import Process
 
 __all__ = ["AccessObserver", "BadPage", "ChrDev", "Kernel"]
 
 
 class AccessObserver(Protocol):
-    """Receives every CPU load/store that reaches memory (used by coherency checks)."""
+    """Sees every access an *agent* (a CPU or a device) makes to physical memory.
 
-    def cpu_load(self, mm: MmStruct, va: int, pa: int, data: bytes) -> None: ...
+    ``pa``/``data`` describe one physically contiguous piece.  Cache
+    write-backs are not agent accesses and are not reported.  ``origin``
+    says who did it, e.g. ``"pid 3 va 0x7f..."`` or ``"kernel vmap"``.
+    """
 
-    def cpu_store(self, mm: MmStruct, va: int, pa: int, data: bytes) -> None: ...
+    def cpu_access(self, pa: int, data: bytes, write: bool, origin: str) -> None: ...
+
+    def device_access(self, dev: Any, pa: int, data: bytes, write: bool) -> None: ...
+
+    def memory_reset(self, pfn: int, npages: int) -> None:
+        """Pages were (re)allocated zeroed: forget what they held."""
 
 
 @define(frozen=True, slots=True)
@@ -92,6 +99,12 @@ class Kernel:
     """WARN_ON()s that fired, in order."""
     tainted: bool
     """Set when the kernel oopsed: state after an oops is undefined, as on real hardware."""
+    instruments: list[Any] = field(repr=False)
+    """Objects with optional ``on_<event>`` hook methods (see :meth:`emit`)."""
+    in_fault: int
+    """Nesting depth of handle_mm_fault (a fault handler is running when > 0)."""
+    fault_waits: list[str] = field(repr=False)
+    """Waits for device work that happened inside a fault handler (R55 forbids them)."""
     clock: int
     """Virtual time in nanoseconds; advances only when a task waits for device work."""
     _timers: list[tuple[int, int, Callable[[], None]]] = field(repr=False)
@@ -132,6 +145,9 @@ class Kernel:
         self.warnings = []
         self.tainted = False
         self.clock = 0
+        self.in_fault = 0
+        self.instruments = []
+        self.fault_waits = []
         self._timers = []
         self._timer_seq = itertools.count()
         self.zero_pfn = self.mem.alloc_pages(0)  # ZERO_PAGE(0)
@@ -187,6 +203,28 @@ class Kernel:
         dev = ChrDev(path, fops, inode, driver)
         self.chrdevs[path] = dev
         return dev
+
+    # -- instruments ------------------------------------------------------------------
+    def add_instrument(self, instrument: Any) -> Callable[[], None]:
+        """Attach an instrument: its ``on_<event>`` methods are called for each event.
+
+        Events: ``on_zap(mapping, vma, start, end, n)`` from unmap_mapping_range.
+        Returns a function that detaches it.
+        """
+        self.instruments.append(instrument)
+
+        def remove() -> None:
+            if instrument in self.instruments:
+                self.instruments.remove(instrument)
+
+        return remove
+
+    def emit(self, event: str, *args: Any) -> None:
+        """Call ``on_<event>(*args)`` on every instrument that has it."""
+        for inst in list(self.instruments):
+            hook = getattr(inst, "on_" + event, None)
+            if hook is not None:
+                hook(*args)
 
     # -- virtual time ---------------------------------------------------------------
     def schedule(self, at: int, fn: Callable[[], None]) -> None:

@@ -74,6 +74,11 @@ def dma_fence_wait(fence: DmaFence, intr: bool) -> int:
     if fence.signaled:
         return 0
     kernel = fence.kernel
+    if kernel.in_fault:
+        # The RFC: "Exporters that shoot down mappings ... shall not do any
+        # synchronization at fault time with outstanding device operations" (R55).
+        kernel.fault_waits.append(f"wait on {fence.trace_name()} inside a page fault")
+        kernel.tracer.event("fault_wait", f"{fence.trace_name()} waited on at fault time [R55]")
     task = kernel.current
     if intr and task is not None and task.signal_pending:
         return -ERESTARTSYS

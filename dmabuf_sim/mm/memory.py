@@ -142,14 +142,19 @@ def user_access(
             if not pte & _PAGE_DIRTY:
                 entries[vpn] = pte | _PAGE_DIRTY
             if observer is not None:
-                observer.cpu_store(mm, va, pa, piece)
+                observer.cpu_access(pa, piece, True, _origin(mm, va))
         else:
             piece = cache.load(pa, chunk) if wb else mem.read(pa, chunk)
             if observer is not None:
-                observer.cpu_load(mm, va, pa, piece)
+                observer.cpu_access(pa, piece, False, _origin(mm, va))
             out += piece
         pos += chunk
     return bytes(out)
+
+
+def _origin(mm: MmStruct, va: int) -> str:
+    pid = mm.owner.pid if mm.owner is not None else 0
+    return f"CPU (pid {pid}, va {va:#x})"
 
 
 def _fault_until_mapped(mm: MmStruct, addr: int, write: bool) -> int:
@@ -194,7 +199,20 @@ def _deliver(kernel: Kernel, sig: Signal) -> None:
 
 @kernel_function("handle_mm_fault", file="mm/memory.c")
 def handle_mm_fault(vma: VmAreaStruct, address: int, flags: int) -> int:
-    """``handle_mm_fault`` → ``handle_pte_fault``: returns a ``vm_fault_t``."""
+    """``handle_mm_fault`` → ``handle_pte_fault``: returns a ``vm_fault_t``.
+
+    While it runs, ``kernel.in_fault`` is raised, so anything that waits for
+    device work from a fault handler can be caught (R55).
+    """
+    kernel = vma.kernel
+    kernel.in_fault += 1
+    try:
+        return _handle_pte_fault(vma, address, flags)
+    finally:
+        kernel.in_fault -= 1
+
+
+def _handle_pte_fault(vma: VmAreaStruct, address: int, flags: int) -> int:
     mm = vma.vm_mm
     vpn = address >> PAGE_SHIFT
     pte = mm.pgtable.entries.get(vpn)
@@ -347,6 +365,10 @@ def _copy_user_page(kernel: Kernel, dst_pfn: int, src_pfn: int) -> None:
     """``copy_user_highpage`` through the kernel's write-back linear map (the cache)."""
     data = kernel.cache.load(src_pfn << PAGE_SHIFT, PAGE_SIZE)
     kernel.cache.store(dst_pfn << PAGE_SHIFT, data)
+    observer = kernel.access_observer
+    if observer is not None:
+        observer.cpu_access(src_pfn << PAGE_SHIFT, data, False, "kernel (COW copy)")
+        observer.cpu_access(dst_pfn << PAGE_SHIFT, data, True, "kernel (COW copy)")
 
 
 @kernel_function("do_wp_page", file="mm/memory.c")
@@ -440,6 +462,9 @@ def unmap_mapping_range(mapping: AddressSpace, holebegin: int, holelen: int, eve
         start = ((zba - vba) << PAGE_SHIFT) + vma.vm_start
         end = ((zea - vba + 1) << PAGE_SHIFT) + vma.vm_start
         n = zap_pte_range(vma.vm_mm, vma, start, end, even_cows=bool(even_cows))
+        kernel = mapping.kernel
+        if kernel.instruments:
+            kernel.emit("zap", mapping, vma, start, end, n)
         if tracer.enabled:
             pid = vma.vm_mm.owner.pid if vma.vm_mm.owner is not None else 0
             tracer.event(

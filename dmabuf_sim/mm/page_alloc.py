@@ -159,6 +159,9 @@ class PhysicalMemory:
         self.allocated_pages -= npages
 
     def _clear_data(self, pfn: int, npages: int) -> None:
+        observer = self.kernel.access_observer
+        if observer is not None:
+            observer.memory_reset(pfn, npages)
         # Cost follows what was written, not the block size.
         data = self._data
         if not data:

@@ -160,7 +160,11 @@ def _shmem_read(file: File, count: int) -> bytes | int:
         if pfn is None:
             out += bytes(chunk)
         else:
-            out += kernel.cache.load((pfn << PAGE_SHIFT) + off, chunk)
+            pa = (pfn << PAGE_SHIFT) + off
+            piece = kernel.cache.load(pa, chunk)
+            if kernel.access_observer is not None:
+                kernel.access_observer.cpu_access(pa, piece, False, "read(2)")
+            out += piece
         pos += chunk
     file.f_pos = pos
     return bytes(out)
@@ -182,7 +186,11 @@ def _shmem_write(file: File, data: bytes) -> int:
         index, off = divmod(pos + done, PAGE_SIZE)
         chunk = min(len(data) - done, PAGE_SIZE - off)
         page = shmem_read_mapping_page(inode, index)
-        kernel.cache.store((page.pfn << PAGE_SHIFT) + off, data[done : done + chunk])
+        piece = data[done : done + chunk]
+        pa = (page.pfn << PAGE_SHIFT) + off
+        kernel.cache.store(pa, piece)
+        if kernel.access_observer is not None:
+            kernel.access_observer.cpu_access(pa, piece, True, "write(2)")
         done += chunk
     file.f_pos = end
     inode.i_size = max(inode.i_size, end)

@@ -55,18 +55,27 @@ class KernelMapping:
     def read(self, offset: int, n: int) -> bytes:
         cache, mem = self.kernel.cache, self.kernel.mem
         wb = self.cache_mode == CACHE_WB
-        return b"".join(
-            cache.load(pa, k) if wb else mem.read(pa, k) for pa, _p, k in self._pieces(offset, n)
-        )
+        observer = self.kernel.access_observer
+        out = bytearray()
+        for pa, _p, k in self._pieces(offset, n):
+            piece = cache.load(pa, k) if wb else mem.read(pa, k)
+            if observer is not None:
+                observer.cpu_access(pa, piece, False, "kernel (vmap)")
+            out += piece
+        return bytes(out)
 
     def write(self, offset: int, data: bytes) -> None:
         cache, mem = self.kernel.cache, self.kernel.mem
         wb = self.cache_mode == CACHE_WB
+        observer = self.kernel.access_observer
         for pa, pos, k in self._pieces(offset, len(data)):
+            piece = bytes(data[pos : pos + k])
             if wb:
-                cache.store(pa, data[pos : pos + k])
+                cache.store(pa, piece)
             else:
-                mem.write(pa, data[pos : pos + k])
+                mem.write(pa, piece)
+            if observer is not None:
+                observer.cpu_access(pa, piece, True, "kernel (vmap)")
 
     def flush(self) -> None:
         """``flush_kernel_vmap_range``: write dirty lines back."""
