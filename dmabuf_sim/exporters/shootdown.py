@@ -27,7 +27,7 @@ calling it is harmless.  Buffers are made kernel-side with :meth:`export`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from attrs import define, field
 
@@ -86,7 +86,11 @@ class ShootdownBuffer:
 class ShootdownExporter(DmaBufOps):
     """``dma_buf_ops`` of the shoot-down exporter."""
 
-    exp_name = "shootdown"
+    exp_name: ClassVar[str] = "shootdown"
+    defect: ClassVar[str] = ""
+    rules: ClassVar[tuple[str, ...]] = ()
+    fails: ClassVar[tuple[str, ...]] = ()
+    fails_on: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, use_dmabuf_file: bool = False) -> None:
         # The teaching variant (R26/R56) shoots down through the dma-buf's own file.

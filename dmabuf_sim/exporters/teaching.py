@@ -3,25 +3,25 @@
 They are small, realistic mistakes — the kind the RFC's documentation warns
 about — so a reader can watch each one go wrong and see the simulator say why:
 
-=====================  ==========================================================  ===========
-exporter               defect                                                      rule
-=====================  ==========================================================  ===========
-``shared_file_zap``    shoots down through the dma-buf's own file instead of       R26, R56
-                       swapping in its own: on the shared anon inode it zaps
-                       every other dma-buf's mappings too
-``no_bounds_fault``    no bounds check in its fault handler and no                 R34
-                       ``VM_DONTEXPAND``: a mapping grown with mremap reaches
-                       memory past the buffer
-``no_coherency``       cached CPU mapping on a non-coherent device with no cache   coherency
-                       maintenance at all: stale reads even under the sync
-                       protocol
-``waits_in_fault``     its fault handler waits for the buffer's device work        R55
-``leaks_file_ref``     takes a file reference in mmap and never drops it: the      R16, R17
-                       buffer is never released
-``frees_while_mapped`` frees its pages in ``vm_ops->close``, though other vmas     freed PTE
-                       (a split, a fork) still map them
-=====================  ==========================================================  ===========
+======================  ======================================================  =================
+exporter                defect                                                  rule
+======================  ======================================================  =================
+``shared_file_zap``     shoots down through the dma-buf's own file instead of   R26, R56
+                        swapping in its own: on the shared anon inode it zaps
+                        every other dma-buf's mappings too
+``no_bounds_fault``     no bounds check in its fault handler and no             R34
+                        ``VM_DONTEXPAND``: a mapping grown with mremap
+                        reaches memory past the buffer
+``no_coherency``        cached CPU mapping on a non-coherent device with no     SAN-STALE-READ
+                        cache maintenance: stale reads under the sync protocol
+``waits_in_fault``      its fault handler waits for the buffer's device work    R55
+``leaks_file_ref``      takes a file reference in mmap and never drops it:      R17, SAN-REFCOUNT
+                        the buffer is never released
+``frees_while_mapped``  frees its pages in ``vm_ops->close``, though other      SAN-FREED-PTE
+                        vmas (a split, a fork) still map them
+======================  ======================================================  =================
 
+Each class names the scenarios it fails (``fails``) and on which specs (``fails_on``).
 All are made kernel-side with ``export(kernel, size)``.
 """
 
@@ -77,12 +77,21 @@ class SimpleBuffer:
         return list(range(self.first_pfn, self.first_pfn + self.npages))
 
 
-class _SimpleExporter(DmaBufOps):
-    """Shared plumbing: contiguous pages, an sg table, kmap for the 3.x specs."""
+class SimpleExporter(DmaBufOps):
+    """A correct, minimal exporter: contiguous pages, eager ``remap_pfn_range``.
+
+    The CPU mapping is cached; ``begin/end_cpu_access`` do the cache
+    maintenance and ``map_dma_buf`` DMA-maps for the device.  The teaching
+    exporters below each break one thing of it.
+    """
 
     exp_name: ClassVar[str] = "simple"
     defect: ClassVar[str] = ""
     rules: ClassVar[tuple[str, ...]] = ()
+    fails: ClassVar[tuple[str, ...]] = ()
+    """The scenarios this exporter is documented to fail."""
+    fails_on: ClassVar[tuple[str, ...]] = ()
+    """The specs on which it fails them (empty: all)."""
 
     def export(self, kernel: Kernel, size: int, flags: int = 0o2) -> DmaBuf:
         npages = (size + PAGE_SIZE - 1) >> PAGE_SHIFT
@@ -164,12 +173,14 @@ class SharedFileZap(ShootdownExporter):
     exp_name = "shared_file_zap"
     defect = "zaps other buffers' mappings through the shared anon inode"
     rules = ("R26", "R56")
+    fails = ("two-buffers",)
+    fails_on = ("rfc-2012", "v3.5")
 
     def __init__(self) -> None:
         super().__init__(use_dmabuf_file=True)
 
 
-class NoBoundsFault(_SimpleExporter):
+class NoBoundsFault(SimpleExporter):
     """Lazy fault handler with no bounds check and no ``VM_DONTEXPAND`` (R34).
 
     ``dma_buf_mmap_internal`` checks the size once, at mmap; ``mremap`` can grow
@@ -180,6 +191,7 @@ class NoBoundsFault(_SimpleExporter):
     exp_name = "no_bounds_fault"
     defect = "maps memory past the buffer after mremap growth"
     rules = ("R34",)
+    fails = ("grow-past-end",)
 
     @kernel_function("no_bounds_fault_mmap", file="(teaching exporter)")
     def mmap(self, dmabuf: DmaBuf, vma: VmAreaStruct) -> int:
@@ -197,7 +209,7 @@ class NoBoundsFault(_SimpleExporter):
         return 0
 
 
-class NoCoherency(_SimpleExporter):
+class NoCoherency(SimpleExporter):
     """A cached mapping and no cache maintenance anywhere.
 
     ``map_dma_buf`` hands the device the pages without ``dma_map_sgtable``
@@ -207,7 +219,8 @@ class NoCoherency(_SimpleExporter):
 
     exp_name = "no_coherency"
     defect = "stale reads under the sync protocol"
-    rules = ("coherency",)
+    rules = ("SAN-STALE-READ",)
+    fails = ("round-trip",)
 
     def map_dma_buf(self, attach: DmaBufAttachment, direction: DmaDataDirection) -> SgTable:
         buf: SimpleBuffer = attach.dmabuf.priv
@@ -223,7 +236,7 @@ class NoCoherency(_SimpleExporter):
         return 0  # BUG: no dma_sync_*_for_device
 
 
-class WaitsInFault(_SimpleExporter):
+class WaitsInFault(SimpleExporter):
     """Its fault handler waits for the buffer's implicit fences (R55).
 
     The RFC: exporters "shall not do any synchronization at fault time with
@@ -233,7 +246,9 @@ class WaitsInFault(_SimpleExporter):
 
     exp_name = "waits_in_fault"
     defect = "waits on device work inside its fault handler"
-    rules = ("R55",)
+    rules = ("R55", "SEED-NO-FAULT-SYNC")
+    fails = ("no-wait-in-fault",)
+    fails_on = ("v6.1", "v6.12", "latest")  # implicit fences need a dma_resv (3.17+)
 
     @kernel_function("waits_in_fault_mmap", file="(teaching exporter)")
     def mmap(self, dmabuf: DmaBuf, vma: VmAreaStruct) -> int:
@@ -253,24 +268,26 @@ class WaitsInFault(_SimpleExporter):
         return vmf_insert_pfn(vmf.vma, vmf.address, buf.first_pfn + vmf.pgoff)
 
 
-class LeaksFileRef(_SimpleExporter):
+class LeaksFileRef(SimpleExporter):
     """Takes a file reference in ``mmap`` "for the vma" — the vma already has one."""
 
     exp_name = "leaks_file_ref"
     defect = "reference count off by one: the buffer is never released"
-    rules = ("R16", "R17")
+    rules = ("R17", "SAN-REFCOUNT")
+    fails = ("close-while-mapped",)
 
     def mmap(self, dmabuf: DmaBuf, vma: VmAreaStruct) -> int:
         get_dma_buf(dmabuf)  # BUG: mmap_region already did get_file() for this vma
         return super().mmap(dmabuf, vma)
 
 
-class FreesWhileMapped(_SimpleExporter):
+class FreesWhileMapped(SimpleExporter):
     """Frees the buffer's pages in ``vm_ops->close`` of the first vma to go."""
 
     exp_name = "frees_while_mapped"
     defect = "PTEs into freed pages after one of several vmas closes"
-    rules = ("freed-pte",)
+    rules = ("SAN-FREED-PTE",)
+    fails = ("partial-munmap", "fork")
 
     def mmap(self, dmabuf: DmaBuf, vma: VmAreaStruct) -> int:
         vma.vm_ops = VmOperationsStruct(close=self._close, owner=self.exp_name)
@@ -285,7 +302,7 @@ class FreesWhileMapped(_SimpleExporter):
             buf.freed = True
 
 
-TEACHING_EXPORTERS: dict[str, type[DmaBufOps]] = {
+TEACHING_EXPORTERS: dict[str, type[SimpleExporter] | type[ShootdownExporter]] = {
     cls.exp_name: cls
     for cls in (
         SharedFileZap,

@@ -1,0 +1,232 @@
+"""Every exporter by name, behind one factory interface.
+
+An :class:`ExporterInfo` says how to make a buffer of a given size in a
+process (``make_fd``) — through the real uapi where the exporter has one
+(dma-heap alloc, udmabuf create), kernel-side otherwise — on which specs it
+exists, and what it promises (:class:`Capabilities`).  Scenarios, the
+conformance kit and the command line all go through :data:`EXPORTERS`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from attrs import frozen
+
+from ..errors import os_error
+from ..spec import Spec
+
+if TYPE_CHECKING:
+    from ..dma_buf.core import DmaBuf
+    from ..process import Process
+
+__all__ = ["EXPORTERS", "Capabilities", "ExporterInfo", "exporter", "kernel_side"]
+
+
+@frozen
+class Capabilities:
+    """What an exporter promises; rules that need a missing capability are skipped."""
+
+    coherent: bool = False
+    """The CPU mapping stays coherent with devices without DMA_BUF_IOCTL_SYNC."""
+    private_mapping: bool = False
+    """Multi-page MAP_PRIVATE mappings are allowed."""
+    growable: bool = False
+    """mremap may grow a mapping (no VM_DONTEXPAND/VM_PFNMAP)."""
+    swaps_vm_file: bool = False
+    """mmap puts the exporter's own file in vma->vm_file."""
+    min_size: int = 4096
+
+
+@frozen
+class ExporterInfo:
+    name: str
+    summary: str
+    kind: str
+    """``reference``, ``teaching`` or ``user``."""
+    make_fd: Callable[[Process, int, int], int]
+    """``(process, size in bytes, open flags) -> fd`` of a fresh buffer."""
+    available: Callable[[Spec], str | None]
+    """None if the exporter exists under the spec, else why not."""
+    capabilities: Capabilities = Capabilities()
+    rules: tuple[str, ...] = ()
+    defect: str = ""
+    fails: tuple[str, ...] = ()
+    """Scenarios the exporter is documented to fail (teaching defects, historical bugs)."""
+    fails_on: tuple[str, ...] = ()
+    """Specs on which the defect shows (empty: every spec)."""
+
+
+def kernel_side(make_ops: Callable[[], Any]) -> Callable[[Process, int, int], int]:
+    """A factory for exporters whose buffers are made in the kernel (``ops.export``)."""
+
+    def make(proc: Process, size: int, flags: int) -> int:
+        from ..dma_buf.core import dma_buf_fd
+
+        kernel = proc.kernel
+        ops = make_ops()
+        with kernel.running(proc):
+            dmabuf: DmaBuf = ops.export(kernel, size, flags & os.O_ACCMODE)
+            fd = dma_buf_fd(dmabuf, flags & os.O_CLOEXEC)
+        if fd < 0:
+            raise os_error(fd)
+        return fd
+
+    return make
+
+
+def _heap(name: str) -> Callable[[Process, int, int], int]:
+    def make(proc: Process, size: int, flags: int) -> int:
+        from ..uapi import DMA_HEAP_IOCTL_ALLOC, DmaHeapAllocationData
+
+        heap = proc.open(f"/dev/dma_heap/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = DmaHeapAllocationData(len=size, fd_flags=flags & (os.O_ACCMODE | os.O_CLOEXEC))
+            proc.ioctl(heap, DMA_HEAP_IOCTL_ALLOC, data)
+        finally:
+            proc.close(heap)
+        return int(data.fd)
+
+    return make
+
+
+def _udmabuf(proc: Process, size: int, flags: int) -> int:
+    from ..mm.shmem import F_SEAL_SHRINK, MFD_ALLOW_SEALING, MFD_CLOEXEC
+    from ..uapi import F_ADD_SEALS, UDMABUF_CREATE, UDMABUF_FLAGS_CLOEXEC, UdmabufCreate
+
+    size = -(-size // 4096) * 4096
+    memfd = proc.memfd_create("udmabuf", MFD_ALLOW_SEALING | MFD_CLOEXEC)
+    try:
+        proc.ftruncate(memfd, size)
+        proc.fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK)
+        dev = proc.open("/dev/udmabuf", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            cloexec = UDMABUF_FLAGS_CLOEXEC if flags & os.O_CLOEXEC else 0
+            return proc.ioctl(dev, UDMABUF_CREATE, UdmabufCreate(memfd, cloexec, 0, size))
+        finally:
+            proc.close(dev)
+    finally:
+        proc.close(memfd)
+
+
+def _needs(knob: str, what: str) -> Callable[[Spec], str | None]:
+    def check(spec: Spec) -> str | None:
+        if not spec.has_mmap_fop:
+            return f"spec {spec.name} has no dma-buf mmap"
+        if not getattr(spec, knob):
+            return f"spec {spec.name} has no {what}"
+        return None
+
+    return check
+
+
+def _mmap_specs(spec: Spec) -> str | None:
+    if not spec.config_dma_shared_buffer:
+        return f"spec {spec.name} is built without CONFIG_DMA_SHARED_BUFFER"
+    return None if spec.has_mmap_fop else f"spec {spec.name} has no dma-buf mmap"
+
+
+def _teaching(name: str) -> Callable[[], Any]:
+    def make() -> Any:
+        from .teaching import TEACHING_EXPORTERS
+
+        return TEACHING_EXPORTERS[name]()
+
+    return make
+
+
+def _shootdown() -> Any:
+    from .shootdown import ShootdownExporter
+
+    return ShootdownExporter()
+
+
+def _simple() -> Any:
+    from .teaching import SimpleExporter
+
+    return SimpleExporter()
+
+
+def _build() -> dict[str, ExporterInfo]:
+    out = [
+        ExporterInfo(
+            "system_heap",
+            "dma-heap system heap: scattered pages, eager remap_pfn_range",
+            "reference",
+            _heap("system"),
+            _needs("has_dma_heaps", "dma-heaps"),
+            Capabilities(),
+        ),
+        ExporterInfo(
+            "cma_heap",
+            "dma-heap CMA heap: one contiguous block, pages inserted at fault",
+            "reference",
+            _heap("reserved"),
+            _needs("has_dma_heaps", "dma-heaps"),
+            Capabilities(),
+            # The historical off-by-one in the fault handler (R34), fixed in 6.11.
+            rules=("R34",),
+            defect="v6.1 fault handler reads pages[pagecount]",
+            fails=("grow-past-end",),
+            fails_on=("v6.1",),
+        ),
+        ExporterInfo(
+            "udmabuf",
+            "udmabuf: the pages of a sealed memfd",
+            "reference",
+            _udmabuf,
+            _needs("has_udmabuf", "udmabuf"),
+            Capabilities(),
+        ),
+        ExporterInfo(
+            "shootdown",
+            "faked coherency: own file, PTE shoot-down, cache sync at fault",
+            "reference",
+            kernel_side(_shootdown),
+            _mmap_specs,
+            Capabilities(coherent=True, swaps_vm_file=True),
+        ),
+        ExporterInfo(
+            "simple",
+            "contiguous pages, eager remap_pfn_range, begin/end_cpu_access sync",
+            "reference",
+            kernel_side(_simple),
+            _mmap_specs,
+            Capabilities(),
+        ),
+    ]
+    from .teaching import TEACHING_EXPORTERS
+
+    for name, cls in TEACHING_EXPORTERS.items():
+        out.append(
+            ExporterInfo(
+                name,
+                cls.__doc__.strip().splitlines()[0] if cls.__doc__ else name,
+                "teaching",
+                kernel_side(_teaching(name)),
+                _mmap_specs,
+                Capabilities(
+                    coherent=name == "shared_file_zap", growable=name == "no_bounds_fault"
+                ),
+                rules=cls.rules,
+                defect=cls.defect,
+                fails=cls.fails,
+                fails_on=cls.fails_on,
+            )
+        )
+    return {e.name: e for e in out}
+
+
+EXPORTERS: Mapping[str, ExporterInfo] = MappingProxyType(_build())
+
+
+def exporter(name: str) -> ExporterInfo:
+    try:
+        return EXPORTERS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown exporter {name!r}; choose one of {', '.join(EXPORTERS)}"
+        ) from None
