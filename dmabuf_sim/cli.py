@@ -4,6 +4,7 @@ Subcommands:
 
 ``tour``        a guided run through the simulator, each step traced and explained;
 ``specs``       the spec versions and the behaviours that tell them apart;
+``check``       run the conformance kit on an exporter (yours or a registered one);
 ``functions``   every simulated kernel function and the kernel file it mirrors.
 """
 
@@ -57,6 +58,34 @@ def _cmd_functions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    import time
+
+    from .conformance.kit import UsageError, check_exporter
+
+    specs = args.spec or ["latest"]
+    failed = False
+    for spec in specs:
+        start = time.monotonic()
+
+        def progress(msg: str, spec: str = spec) -> None:
+            print(f"  [{spec}] {msg} ...", file=sys.stderr, flush=True)
+
+        try:
+            report = check_exporter(
+                args.exporter, spec=spec, max_examples=args.max_examples,
+                shrink=not args.no_shrink, progress=None if args.quiet else progress,
+            )
+        except UsageError as exc:
+            print(f"dmabuf-sim check: {exc}", file=sys.stderr)
+            return 2
+        print(report.summary())
+        if not args.quiet:
+            print(f"  ({time.monotonic() - start:.1f} s)")
+        failed = failed or not report.ok
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dmabuf-sim", description="An executable model of Linux dma-buf and its mmap."
@@ -70,6 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     specs = sub.add_parser("specs", help="spec versions and how they differ")
     specs.add_argument("--all", action="store_true", help="also list behaviours all share")
     specs.set_defaults(func=_cmd_specs)
+    check = sub.add_parser("check", help="run the conformance kit on an exporter")
+    check.add_argument(
+        "exporter",
+        help="a registered exporter name, MODULE:ATTR or path/to/file.py:ATTR naming a factory"
+        " make(kernel, size, flags) -> DmaBuf or a class with export(kernel, size, flags)",
+    )
+    check.add_argument("--spec", action="append", choices=list(SPECS), help="repeatable")
+    check.add_argument("--max-examples", type=int, default=100)
+    check.add_argument("--no-shrink", action="store_true", help="report the first failure found")
+    check.add_argument("--quiet", action="store_true", help="no progress lines")
+    check.set_defaults(func=_cmd_check)
     funcs = sub.add_parser("functions", help="simulated kernel functions and their C files")
     funcs.set_defaults(func=_cmd_functions)
     return parser

@@ -190,11 +190,11 @@ class Process:
         fd = _int("fd", fd)
         length = _ulong("length", length)
         with self._enter():
+            if length >= 1 << 63:
+                raise os_error(-errno.EINVAL)  # do_sys_ftruncate: length < 0 before fdget
             file = sc.fdget(self, fd)
             if file is None:
                 raise os_error(-errno.EBADF)
-            if length >= 1 << 63:
-                raise os_error(-errno.EINVAL)
             if not file.f_inode.is_reg() or not file.f_mode & FMODE_WRITE:
                 raise os_error(-errno.EINVAL)
             if not is_shmem_file(file):
@@ -301,8 +301,9 @@ class Process:
                 off = vma.vm_pgoff << PAGE_SHIFT
             else:
                 dev, ino, name, off = 0, 0, "", 0
-            head = f"{vma.vm_start:08x}-{vma.vm_end:08x} {perms} {off:08x} 00:{dev:02x} {ino}"
-            lines.append(f"{head.ljust(72)} {name}".rstrip() if name else head)
+            # show_vma_header_prefix ends with a space; seq_pad pads named lines to 72
+            head = f"{vma.vm_start:08x}-{vma.vm_end:08x} {perms} {off:08x} 00:{dev:02x} {ino} "
+            lines.append(f"{head.ljust(72)} {name}" if name else head)
         return "\n".join(lines) + ("\n" if lines else "")
 
     def fdinfo(self, fd: int) -> str:

@@ -185,9 +185,6 @@ class Spec:
         "remap_pfn_range over a whole vma sets vm_pgoff = pfn even for shared mappings"
         " (later only COW mappings)",
     )
-    remap_pte_exists_eacces: bool = _b(
-        "5.x", "R36", "remap_pfn_range over a present PTE returns -EACCES (older: BUG)"
-    )
     mremap_dontunmap_special_einval: bool = _b(
         "5.13", "", "MREMAP_DONTUNMAP on VM_DONTEXPAND/VM_PFNMAP vmas → EINVAL"
     )
@@ -279,7 +276,6 @@ _V35 = Spec(
     vmf_insert_api=False,
     vm_special_flags=_VM_IO | _VM_DONTEXPAND | _VM_RESERVED | _VM_PFNMAP,
     remap_pfn_range_sets_pgoff_whole_vma=True,
-    remap_pte_exists_eacces=False,
     mremap_dontunmap_special_einval=False,
     has_dma_heaps=False,
     has_udmabuf=False,
@@ -347,7 +343,6 @@ _V61 = Spec(
     vmf_insert_api=True,
     vm_special_flags=_VM_IO | _VM_DONTEXPAND | _VM_PFNMAP | _VM_MIXEDMAP,
     remap_pfn_range_sets_pgoff_whole_vma=False,
-    remap_pte_exists_eacces=True,
     mremap_dontunmap_special_einval=True,
     has_dma_heaps=True,
     has_udmabuf=True,

@@ -121,7 +121,7 @@ def sys_open(proc: Process, path: str, flags: int, mode: int) -> int:
         dev.inode,
         dev.fops,
         OPEN_FMODE(flags) | FMODE_LSEEK,
-        flags & ~os.O_CLOEXEC,
+        _open_f_flags(flags),
         path,
     )
     ret = _do_dentry_open(file)
@@ -130,6 +130,16 @@ def sys_open(proc: Process, path: str, flags: int, mode: int) -> int:
         return ret
     fd_install(proc, fd, file)
     return fd
+
+
+O_LARGEFILE = 0o100000  # x86-64's kernel value (userspace headers define it as 0)
+
+
+def _open_f_flags(flags: int) -> int:
+    """``f_flags`` of a file opened with ``flags``: O_CLOEXEC lives in the fd table
+    (build_open_flags strips it) and 64-bit kernels force O_LARGEFILE
+    (force_o_largefile), so F_GETFL of an O_RDWR open reads 0100002."""
+    return (flags & ~os.O_CLOEXEC) | O_LARGEFILE
 
 
 def _reopen_proc_fd(proc: Process, m: re.Match[str], flags: int) -> int:
@@ -155,7 +165,7 @@ def _reopen_proc_fd(proc: Process, m: re.Match[str], flags: int) -> int:
         inode,
         old.f_op,
         OPEN_FMODE(flags) | FMODE_LSEEK,
-        flags,
+        _open_f_flags(flags),
         old.name,
         private_data=old.private_data,
         d_dname=old.d_dname,
@@ -247,7 +257,8 @@ def mm_populate(proc: Process, start: int, length: int) -> None:
     from .errors import Signal
     from .mm.memory import handle_mm_fault
     from .mm.page_alloc import PAGE_ALIGN, PAGE_SIZE
-    from .mm.vma import FAULT_FLAG_WRITE, VM_SHARED, VM_WRITE
+    from .mm.pgtable import pte_write
+    from .mm.vma import FAULT_FLAG_WRITE, VM_IO, VM_PFNMAP, VM_SHARED, VM_WRITE
 
     end = start + PAGE_ALIGN(length)
     mm = proc.mm
@@ -257,8 +268,15 @@ def mm_populate(proc: Process, start: int, length: int) -> None:
         if vma is None:
             addr += PAGE_SIZE
             continue
-        write = bool(vma.vm_flags & VM_WRITE and vma.vm_flags & VM_SHARED)
-        if mm.pgtable.get(addr >> PAGE_SHIFT) is None:
+        if vma.vm_flags & (VM_IO | VM_PFNMAP):
+            # __mm_populate skips VM_IO|VM_PFNMAP vmas (GUP's check_vma_flags refuses them)
+            addr = vma.vm_end
+            continue
+        # populate_vma_page_range: write-fault private writable mappings to break
+        # COW; shared ones are only read-faulted ("would not want to dirty them")
+        write = (vma.vm_flags & (VM_WRITE | VM_SHARED)) == VM_WRITE
+        pte = mm.pgtable.get(addr >> PAGE_SHIFT)
+        if pte is None or (write and not pte_write(pte)):
             with contextlib.suppress(Signal):
                 handle_mm_fault(vma, addr, FAULT_FLAG_WRITE if write else 0)
         addr += PAGE_SIZE

@@ -64,6 +64,8 @@ class TrackedBuffer:
     name: str
     dmabuf: DmaBuf = field(repr=False)
     pfns: frozenset[int] = field(repr=False)
+    order: tuple[int, ...] = field(default=(), repr=False)
+    """The pfn of each buffer page, in buffer order (from the sg table)."""
     kernel_refs: int = 0
     """References the harness took with dma_buf_get and has not put."""
 
@@ -74,6 +76,8 @@ class Mapping:
     start: int
     length: int
     buffer: TrackedBuffer = field(repr=False)
+    first_page: int = 0
+    """The buffer page the mapping starts at (the mmap offset in pages)."""
 
 
 ALL_CHECKS = (
@@ -95,6 +99,8 @@ class World:
     buffers: list[TrackedBuffer] = field(factory=list, repr=False)
     mappings: list[Mapping] = field(factory=list, repr=False)
     checker: CoherencyChecker = field(init=False, repr=False)
+    ignores_vm_pgoff: bool = False
+    """The exporter indexes pages from the vma start (drm_gem_shmem), the R60 exception."""
     acting_on: TrackedBuffer | None = field(default=None, repr=False)
     """The buffer whose domain the harness is changing right now (for SAN-OTHER-BUFFER)."""
     other_zaps: list[Finding] = field(factory=list, repr=False)
@@ -121,16 +127,18 @@ class World:
         attach = dma_buf_attach(dmabuf, self._probe_dev)
         try:
             sgt = dma_buf_map_attachment_unlocked(attach, DMA_BIDIRECTIONAL)
-            pfns = frozenset(sgt.pfns())
+            order = tuple(sgt.pfns())
             dma_buf_unmap_attachment_unlocked(attach, sgt, DMA_BIDIRECTIONAL)
         finally:
             dma_buf_detach(dmabuf, attach)
-        tracked = TrackedBuffer(name, dmabuf, pfns)
+        tracked = TrackedBuffer(name, dmabuf, frozenset(order), order)
         self.buffers.append(tracked)
         return tracked
 
-    def add_mapping(self, proc: Process, start: int, length: int, buf: TrackedBuffer) -> None:
-        self.mappings.append(Mapping(proc, start, length, buf))
+    def add_mapping(
+        self, proc: Process, start: int, length: int, buf: TrackedBuffer, first_page: int = 0
+    ) -> None:
+        self.mappings.append(Mapping(proc, start, length, buf, first_page))
 
     def forget_process(self, proc: Process) -> None:
         self.mappings = [m for m in self.mappings if m.proc is not proc]
@@ -189,20 +197,27 @@ def _check_pte_in_buffer(world: World) -> Iterator[Finding]:
             continue
         table = m.proc.mm.pgtable
         first = m.start >> PAGE_SHIFT
+        order = m.buffer.order
         for vpn, pte in table.iter_range(first, first + (m.length >> PAGE_SHIFT)):
             pfn = pte_pfn(pte)
-            if pfn in m.buffer.pfns:
-                continue
             page = mem.page_if_exists(pfn)
-            if page is not None and page.anon:
+            if (page is not None and page.anon) or pfn == world.kernel.zero_pfn:
                 continue  # a private COW copy belongs to the process, not the buffer
-            if pfn == world.kernel.zero_pfn:
+            if pfn not in m.buffer.pfns:
+                yield Finding(
+                    "SAN-PTE-IN-BUFFER",
+                    f"pid {m.proc.pid} va {vpn << PAGE_SHIFT:#x} in a mapping of buffer"
+                    f" {m.buffer.name} maps pfn {pfn:#x}, which is not part of the buffer (R34)",
+                )
                 continue
-            yield Finding(
-                "SAN-PTE-IN-BUFFER",
-                f"pid {m.proc.pid} va {vpn << PAGE_SHIFT:#x} in a mapping of buffer"
-                f" {m.buffer.name} maps pfn {pfn:#x}, which is not part of the buffer (R34)",
-            )
+            index = m.first_page + vpn - first
+            if not world.ignores_vm_pgoff and index < len(order) and order[index] != pfn:
+                yield Finding(
+                    "R60",
+                    f"pid {m.proc.pid} va {vpn << PAGE_SHIFT:#x} should map page {index} of"
+                    f" buffer {m.buffer.name} (pfn {order[index]:#x}) but maps page"
+                    f" {order.index(pfn)} (pfn {pfn:#x}): the exporter ignores vm_pgoff",
+                )
 
 
 def _check_stale(world: World) -> Iterator[Finding]:

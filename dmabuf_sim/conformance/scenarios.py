@@ -77,7 +77,8 @@ class Harness:
     @classmethod
     def create(cls, exporter: ExporterInfo, spec: str | Spec) -> Harness:
         kernel = Kernel(spec)
-        return cls(kernel, exporter, World(kernel), Device(kernel, "gpu"), kernel.spawn("app"))
+        world = World(kernel, ignores_vm_pgoff=exporter.capabilities.ignores_vm_pgoff)
+        return cls(kernel, exporter, world, Device(kernel, "gpu"), kernel.spawn("app"))
 
     # -- buffers -------------------------------------------------------------------
     def buffer(self, pages: int, proc: Process | None = None) -> tuple[int, TrackedBuffer]:
@@ -102,7 +103,7 @@ class Harness:
     ) -> int:
         proc = proc or self.proc
         addr = proc.mmap(0, pages * PAGE, RW, mmap.MAP_SHARED, fd, offset)
-        self.world.add_mapping(proc, addr, pages * PAGE, buf)
+        self.world.add_mapping(proc, addr, pages * PAGE, buf, offset // PAGE)
         return addr
 
     # -- the sync protocol ---------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 * attach/detach (optional exporter ops, errors propagated) and
   map/unmap_attachment returning the exporter's sg table (kernel-spec §2.8,
-  §4.10); with ``cache_sgt_mapping`` the core caches one table per attachment;
+  §4.10); with ``cache_sgt_mapping`` (until 6.15) the core caches one table per attachment;
 * ``begin/end_cpu_access`` in both signatures: ``(dmabuf, start, len, dir)``
   with a void end on the 2012-era specs, ``(dmabuf, dir)`` returning int on
   modern ones, where begin also waits for the implicit fences (R44-R46, R52);
@@ -123,7 +123,13 @@ def dma_buf_map_attachment(attach: DmaBufAttachment | None, direction: DmaDataDi
     if dmabuf.resv is not None:
         # non-dynamic importers wait for the exporter's kernel fences (memory moves)
         dmabuf.resv.wait(DmaResvUsage.KERNEL, False)
-    if getattr(dmabuf.ops, "cache_sgt_mapping", False):
+    # dma_buf_ops.cache_sgt_mapping exists from ~4.19 until 6.15 ("dma-buf: drop caching
+    # of sg_tables" removed the field, the cache and the pin check together), so the spec's
+    # cache_sgt-with-pin check doubles as "this kernel has the field"; elsewhere the
+    # attribute is an unknown Python attribute that the C core never reads.
+    if dmabuf.kernel.spec.export_checks_cache_sgt_with_pin and getattr(
+        dmabuf.ops, "cache_sgt_mapping", False
+    ):
         attach.sgt = sgt
         attach.dir = direction
     return sgt  # type: ignore[no-any-return]
@@ -216,7 +222,8 @@ def dma_buf_end_cpu_access(dmabuf: DmaBuf | None, *args: Any) -> int | None:
 # -- kmap (3.4 - 5.5) -----------------------------------------------------------------
 def _kmap(dmabuf: DmaBuf | None, page_num: int, name: str) -> Any:
     if dmabuf is None:
-        return None
+        # "WARN_ON(!dmabuf); return dmabuf->ops->kmap(...)": the WARN does not return
+        raise KernelOops(f"dma_buf_{name}", "WARN_ON(!dmabuf) then NULL dereference")
     if not dmabuf.kernel.spec.has_kmap:
         raise NotImplementedError(f"{name} was removed in Linux 5.6; spec has no kmap")
     return op(dmabuf.ops, name)(dmabuf, page_num)
@@ -235,7 +242,8 @@ def dma_buf_kmap_atomic(dmabuf: DmaBuf | None, page_num: int) -> Any:
 @kernel_function("dma_buf_kunmap", file="drivers/base/dma-buf.c")
 def dma_buf_kunmap(dmabuf: DmaBuf | None, page_num: int, vaddr: Any) -> None:
     if dmabuf is None:
-        return
+        # "WARN_ON(!dmabuf); if (dmabuf->ops->kunmap)": the WARN does not return
+        raise KernelOops("dma_buf_kunmap", "WARN_ON(!dmabuf) then NULL dereference")
     kunmap = op(dmabuf.ops, "kunmap")
     if kunmap is not None:
         kunmap(dmabuf, page_num, vaddr)
@@ -246,7 +254,10 @@ def dma_buf_kunmap(dmabuf: DmaBuf | None, page_num: int, vaddr: Any) -> None:
 def dma_buf_vmap(dmabuf: DmaBuf | None, map: IosysMap | None = None) -> Any:
     """Modern: ``int dma_buf_vmap(dmabuf, map)`` with the core's counter; 3.5: ``void *``."""
     if dmabuf is None:
-        return None if map is None else -errno.EINVAL
+        if map is None:
+            return None  # 3.5: WARN_ON(!dmabuf) → NULL
+        map.vaddr = None  # iosys_map_clear(map) comes before WARN_ON(!dmabuf)
+        return -errno.EINVAL
     spec = dmabuf.kernel.spec
     if not spec.has_vmap:
         raise NotImplementedError("dma_buf_vmap arrived in Linux 3.5")
@@ -289,7 +300,8 @@ def dma_buf_vunmap(dmabuf: DmaBuf | None, map: Any) -> None:
         raise KernelOops("dma_buf_vunmap", "BUG_ON(iosys_map_is_null(&dmabuf->vmap_ptr))")
     if dmabuf.vmapping_counter == 0:
         raise KernelOops("dma_buf_vunmap", "BUG_ON(dmabuf->vmapping_counter == 0)")
-    if not isinstance(map, IosysMap) or map.vaddr is not dmabuf.vmap_ptr.vaddr:
+    # iosys_map_is_equal compares the pointer values, not the struct's identity
+    if not isinstance(map, IosysMap) or map.vaddr != dmabuf.vmap_ptr.vaddr:
         raise KernelOops("dma_buf_vunmap", "BUG_ON(!iosys_map_is_equal(&dmabuf->vmap_ptr, map))")
     dmabuf.vmapping_counter -= 1
     if dmabuf.vmapping_counter == 0:

@@ -82,7 +82,8 @@ class DmaBufOps:
     * ``vunmap(dmabuf, map)``  [3.5: ``vunmap(dmabuf, vaddr)``]
     * ``kmap(dmabuf, page_num)``, ``kmap_atomic(...)``, ``kunmap(dmabuf, page_num, vaddr)`` (3.x)
 
-    ``cache_sgt_mapping = True`` asks the core to cache the sg table per attachment.
+    ``cache_sgt_mapping = True`` asks the core to cache the sg table per attachment
+    (kernels that have the field: ~4.19 until 6.15).
     """
 
     attach: Any = None
@@ -363,7 +364,7 @@ def get_dma_buf(dmabuf: DmaBuf) -> None:
 
 
 # -- release ----------------------------------------------------------------------------
-def _release(dmabuf: DmaBuf) -> None:
+def _release(dmabuf: DmaBuf, *, warn_attachments: bool = True) -> None:
     kernel = dmabuf.kernel
     if dmabuf.vmapping_counter:
         raise KernelOops("dma_buf_release", "BUG_ON(dmabuf->vmapping_counter)")
@@ -373,7 +374,7 @@ def _release(dmabuf: DmaBuf) -> None:
     release = op(dmabuf.ops, "release")
     assert release is not None
     release(dmabuf)
-    if dmabuf.attachments:
+    if warn_attachments and dmabuf.attachments:
         kernel.warn("dma_buf_release", "!list_empty(&dmabuf->attachments)")
     dmabuf.released = True
     if dmabuf in kernel.dma_bufs:
@@ -382,10 +383,14 @@ def _release(dmabuf: DmaBuf) -> None:
 
 @kernel_function("dma_buf_release", file="drivers/base/dma-buf.c")
 def dma_buf_release_3x(inode: Inode, file: File) -> int:
-    """3.x ``f_op->release``: the buffer goes with its file."""
+    """3.x ``f_op->release``: the buffer goes with its file.
+
+    ``ops->release`` then ``kfree``: no check for leftover attachments (that WARN
+    arrived in 5.15 in the dentry release).
+    """
     dmabuf = file.private_data
     assert isinstance(dmabuf, DmaBuf)
-    _release(dmabuf)
+    _release(dmabuf, warn_attachments=False)
     return 0
 
 

@@ -25,7 +25,7 @@ from ..trace import kernel_function
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
-__all__ = ["DmaFence", "dma_fence_signal", "dma_fence_wait"]
+__all__ = ["DmaFence", "dma_fence_array_create", "dma_fence_signal", "dma_fence_wait"]
 
 
 @define(eq=False, slots=True)
@@ -41,6 +41,8 @@ class DmaFence:
     callbacks: list[Callable[[DmaFence], None]] = field(factory=list, repr=False)
     work: list[Callable[[], None]] = field(factory=list, repr=False)
     """What the device does when the job completes (runs just before signalling)."""
+    components: list[DmaFence] = field(factory=list, repr=False)
+    """For a ``dma_fence_array``: the fences it stands for (it signals when all have)."""
 
     def trace_name(self) -> str:
         return f"fence({self.context}#{self.seqno})"
@@ -68,10 +70,37 @@ def dma_fence_signal(fence: DmaFence) -> int:
     return 0
 
 
+def dma_fence_array_create(kernel: Kernel, fences: list[DmaFence]) -> DmaFence:
+    """``dma_fence_array_create(..., signal_on_any=false)``: one fence for several.
+
+    It signals once every component has signalled; waiting on it waits on each
+    component (so their device work runs at its own completion time).
+    """
+    array = DmaFence(kernel, "dma_fence_array", 1, components=list(fences))
+    pending = [f for f in fences if not f.signaled]
+    if not pending:
+        array.signaled = True
+        return array
+
+    def one_done(_f: DmaFence) -> None:
+        if all(c.signaled for c in array.components) and not array.signaled:
+            dma_fence_signal(array)
+
+    for f in pending:
+        f.add_callback(one_done)
+    return array
+
+
 @kernel_function("dma_fence_wait_timeout", file="drivers/dma-buf/dma-fence.c")
 def dma_fence_wait(fence: DmaFence, intr: bool) -> int:
     """Wait without a timeout: 0 once signalled, ``-ERESTARTSYS`` if interrupted."""
     if fence.signaled:
+        return 0
+    if fence.components:  # dma_fence_array: its wait is the wait for every component
+        for component in fence.components:
+            ret = dma_fence_wait(component, intr)
+            if ret:
+                return ret
         return 0
     kernel = fence.kernel
     if kernel.in_fault:

@@ -71,10 +71,19 @@ class DmaResv:
         return self.holder is not None
 
     def add_fence(self, fence: DmaFence, usage: DmaResvUsage) -> None:
-        """``dma_resv_add_fence``: signalled fences of the same context are replaced."""
-        self.fences = [
-            (f, u) for f, u in self.fences if not (f.signaled or f.context == fence.context)
-        ]
+        """``dma_resv_add_fence``: replace the first entry that is signalled, or of the same
+        context with an old usage >= the new one and an older-or-same seqno; else append.
+
+        dma-resv.c: ``(old->context == fence->context && old_usage >= usage &&
+        dma_fence_is_later_or_same(fence, old)) || dma_fence_is_signaled(old)``.  A READ
+        fence therefore never replaces a pending WRITE fence of its context (R46, R50).
+        """
+        for i, (old, old_usage) in enumerate(self.fences):
+            if (
+                old.context == fence.context and old_usage >= usage and fence.seqno >= old.seqno
+            ) or old.signaled:
+                self.fences[i] = (fence, usage)
+                return
         self.fences.append((fence, usage))
 
     def iter_unsignaled(self, usage: DmaResvUsage) -> Iterator[DmaFence]:

@@ -36,7 +36,7 @@ from ..uapi import (
     DmaBufSync,
 )
 from .core import DmaBuf, is_dma_buf_file
-from .dma_fence import DmaFence
+from .dma_fence import DmaFence, dma_fence_array_create
 from .dma_resv import DmaResvUsage, dma_resv_usage_rw
 
 __all__ = [
@@ -187,9 +187,13 @@ def dma_buf_export_sync_file(dmabuf: DmaBuf, arg: Any) -> int:
     if fd < 0:
         return fd
     usage = dma_resv_usage_rw(bool(req.flags & DMA_BUF_SYNC_WRITE))
+    # dma_resv_get_singleton: none → the signalled stub, one → that fence, several → an
+    # array that signals only when all of them have
     pending = list(dmabuf.resv.iter_unsignaled(usage))
-    if pending:
-        fence = pending[-1]  # simplified: the latest pending fence stands for the set
+    if len(pending) == 1:
+        fence = pending[0]
+    elif pending:
+        fence = dma_fence_array_create(kernel, pending)
     else:
         fence = DmaFence(kernel, "stub", 0, signaled=True)  # dma_fence_get_stub()
     sync_file = sync_file_create(kernel, fence)
@@ -222,7 +226,8 @@ def dma_buf_import_sync_file(dmabuf: DmaBuf, arg: Any) -> int:
     if fence is None:
         return -errno.EINVAL
     usage = DmaResvUsage.WRITE if req.flags & DMA_BUF_SYNC_WRITE else DmaResvUsage.READ
-    dmabuf.resv.add_fence(fence, usage)
+    for f in fence.components or [fence]:  # dma_fence_unwrap_for_each: add every leaf
+        dmabuf.resv.add_fence(f, usage)
     return 0
 
 
@@ -231,6 +236,6 @@ def dma_buf_show_fdinfo(file: File) -> str:
     """``size``, ``count`` (file refcount minus procfs's own), ``exp_name``, ``name`` (R49)."""
     dmabuf = _dmabuf(file)
     text = f"size:\t{dmabuf.size}\ncount:\t{file.f_count - 1}\nexp_name:\t{dmabuf.exp_name}\n"
-    if dmabuf.name:
+    if dmabuf.name is not None:  # "if (dmabuf->name)": a name set to "" still prints
         text += f"name:\t{dmabuf.name}\n"
     return text

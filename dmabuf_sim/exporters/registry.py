@@ -39,6 +39,8 @@ class Capabilities:
     swaps_vm_file: bool = False
     """mmap puts the exporter's own file in vma->vm_file."""
     min_size: int = 4096
+    ignores_vm_pgoff: bool = False
+    """Pages are indexed from the vma start, not vm_pgoff (drm_gem_shmem; the R60 exception)."""
 
 
 @frozen

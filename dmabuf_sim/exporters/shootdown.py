@@ -157,8 +157,12 @@ class ShootdownExporter(DmaBufOps):
     @kernel_function("shootdown_map_dma_buf", file="(omapdrm-like: omap_gem_map_dma_buf)")
     def map_dma_buf(self, attach: DmaBufAttachment, direction: DmaDataDirection) -> SgTable:
         buf: ShootdownBuffer = attach.dmabuf.priv
+        # omap_gem_map_dma_buf pins (attaches every page) before it syncs: "this must
+        # be after omap_gem_pin() to ensure we have pages attached", so pages first
+        # allocated here are handed to the device too and recorded device-owned.
+        pfns = [buf.pfn(i) for i in range(buf.npages)]
         self.dma_sync_buffer(attach.dmabuf)
-        sgt = SgTable.from_pfns([buf.pfn(i) for i in range(buf.npages)])
+        sgt = SgTable.from_pfns(pfns)
         dma_map_sgtable(attach.dev, sgt, direction)
         return sgt
 
@@ -179,6 +183,10 @@ class ShootdownExporter(DmaBufOps):
     # -- kernel CPU access (3.x mandatory ops) --------------------------------------------
     def kmap(self, dmabuf: DmaBuf, page_num: int) -> KernelMapping:
         buf: ShootdownBuffer = dmabuf.priv
+        # omap_gem_dmabuf_kmap calls omap_gem_cpu_sync_page first: the page becomes
+        # CPU-owned, so a later fault does not invalidate (lose) what the kernel wrote
+        # and the next leaving of the CPU domain cleans it.
+        self.cpu_sync_page(buf, page_num)
         return KernelMapping(dmabuf.kernel, [buf.pfn(page_num)])
 
     kmap_atomic = kmap

@@ -507,10 +507,9 @@ def remap_pfn_range(vma: VmAreaStruct, addr: int, pfn: int, size: int, prot: int
     npages = (end - addr) >> PAGE_SHIFT
     for i in range(npages):
         if table.get(vpn0 + i) is not None:
-            if not spec.remap_pte_exists_eacces:
-                raise KernelOops("remap_pte_range", "BUG_ON(!pte_none(*pte))")
-            zap_pte_range(vma.vm_mm, vma, addr, addr + i * PAGE_SIZE, even_cows=True)
-            return -errno.EACCES
+            # remap_pte_range: BUG_ON(!pte_none(*pte)) on every version (-EACCES there
+            # only comes from pfn_modify_allowed, which has no counterpart here).
+            raise KernelOops("remap_pte_range", "BUG_ON(!pte_none(*pte))")
         table.set(vpn0 + i, mk_pte(pfn + i, prot, special=True))
     return 0
 

@@ -256,10 +256,11 @@ class MmStruct:
         if length > TASK_SIZE:
             return -errno.ENOMEM
         if flags & MAP_FIXED:
-            if addr & ~PAGE_MASK:
-                return -errno.EINVAL
+            # __get_unmapped_area: the range check comes before the alignment check
             if addr > TASK_SIZE - length:
                 return -errno.ENOMEM
+            if addr & ~PAGE_MASK:
+                return -errno.EINVAL
             return addr
         if addr:
             addr = PAGE_ALIGN(addr)
@@ -289,8 +290,12 @@ class MmStruct:
             return -errno.EINVAL
         if spec.has_map_fixed_noreplace and flags & MAP_FIXED_NOREPLACE:
             flags |= MAP_FIXED
-        if not flags & MAP_FIXED and addr < MMAP_MIN_ADDR and addr:
-            addr = PAGE_ALIGN(MMAP_MIN_ADDR)  # round_hint_to_min
+        if not flags & MAP_FIXED:
+            # round_hint_to_min: the hint is first rounded *down* to a page, so a
+            # hint below one page means "no hint" at all.
+            addr &= PAGE_MASK
+            if addr and addr < MMAP_MIN_ADDR:
+                addr = PAGE_ALIGN(MMAP_MIN_ADDR)
         length = PAGE_ALIGN(length)
         if not length:
             return -errno.ENOMEM
@@ -323,7 +328,9 @@ class MmStruct:
             if map_type in (MAP_SHARED, MAP_SHARED_VALIDATE) and (
                 map_type == MAP_SHARED or spec.has_map_shared_validate
             ):
-                if flags & ~LEGACY_MAP_MASK:
+                # Only kernels with MAP_SHARED_VALIDATE (4.15+) validate flags; before
+                # that, do_mmap_pgoff ignored unknown bits (3.4 has no EOPNOTSUPP).
+                if spec.has_map_shared_validate and flags & ~LEGACY_MAP_MASK:
                     return -errno.EOPNOTSUPP
                 if prot & PROT_WRITE and not file.f_mode & FMODE_WRITE:
                     return -errno.EACCES  # R7
@@ -343,10 +350,10 @@ class MmStruct:
             else:
                 return -errno.EINVAL  # R9
         else:
+            # The anonymous branch knows only MAP_SHARED and MAP_PRIVATE: there is
+            # no MAP_SHARED_VALIDATE case, so map type 3 is EINVAL on every kernel.
             map_type = flags & MAP_TYPE
-            if map_type == MAP_SHARED or (
-                map_type == MAP_SHARED_VALIDATE and spec.has_map_shared_validate
-            ):
+            if map_type == MAP_SHARED:
                 if vm_flags & VM_GROWSDOWN:
                     return -errno.EINVAL
                 pgoff = 0
@@ -489,22 +496,19 @@ class MmStruct:
         return 0
 
     def _split_edges(self, start: int, end: int, *, may_fail: bool) -> int:
-        first = self.vma_lookup(start)
-        last = self.vma_lookup(end - 1)
-        # Checks first so that a veto leaves nothing split (the kernel checks
-        # may_split before allocating the new vma).
-        for vma, at in ((first, start), (last, end)):
-            if vma is not None and vma.vm_start < at < vma.vm_end:
-                ops = vma.vm_ops
-                if may_fail and ops is not None and ops.may_split is not None:
-                    err = ops.may_split(vma, at)
-                    if err:
-                        return err
-        if first is not None and first.vm_start < start:
-            self.split_vma(first, start, new_below=True)
-        last = self.vma_lookup(end - 1)
-        if last is not None and last.vm_end > end:
-            self.split_vma(last, end, new_below=False)
+        # As in do_vmi_align_munmap (and 3.x do_munmap): split the start edge, then
+        # the end edge, each after its own ->may_split.  A veto at the end edge
+        # returns with the start edge already split; the kernel does not undo it.
+        for at in (start, end):
+            vma = self.vma_lookup(at - 1 if at == end else at)
+            if vma is None or not vma.vm_start < at < vma.vm_end:
+                continue
+            ops = vma.vm_ops
+            if may_fail and ops is not None and ops.may_split is not None:
+                err = ops.may_split(vma, at)
+                if err:
+                    return err
+            self.split_vma(vma, at, new_below=at == start)
         return 0
 
     @kernel_function("__split_vma", file="mm/vma.c")

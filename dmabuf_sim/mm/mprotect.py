@@ -10,7 +10,7 @@ rewrites the present PTEs with the new protection.
 As in the kernel, a failure part-way leaves the vmas already processed
 changed: mprotect is not atomic across vmas.
 
-Simplified: no pkeys, no PROT_GROWSDOWN/UP, no re-merging after the change.
+Simplified: no pkeys, no re-merging after the change.
 """
 
 from __future__ import annotations
@@ -19,10 +19,18 @@ import errno
 from typing import TYPE_CHECKING
 
 from ..trace import kernel_function
-from .mmap import PROT_EXEC, PROT_READ, PROT_SEM, PROT_WRITE, calc_vm_prot_bits
+from .mmap import (
+    PROT_EXEC,
+    PROT_GROWSDOWN,
+    PROT_GROWSUP,
+    PROT_READ,
+    PROT_SEM,
+    PROT_WRITE,
+    calc_vm_prot_bits,
+)
 from .page_alloc import PAGE_ALIGN, PAGE_MASK, PAGE_SHIFT
 from .pgtable import _PAGE_RW, pte_modify, vm_get_page_prot
-from .vma import VM_EXEC, VM_READ, VM_SHARED, VM_WRITE, VmAreaStruct
+from .vma import VM_EXEC, VM_GROWSDOWN, VM_READ, VM_SHARED, VM_WRITE, VmAreaStruct
 
 if TYPE_CHECKING:
     from .mmap import MmStruct
@@ -34,6 +42,10 @@ _CACHE_BITS = 0x18  # _PAGE_PWT | _PAGE_PCD: kept across protection changes (pgp
 
 @kernel_function("do_mprotect_pkey", file="mm/mprotect.c")
 def do_mprotect_pkey(mm: MmStruct, start: int, length: int, prot: int) -> int:
+    grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP)
+    prot &= ~(PROT_GROWSDOWN | PROT_GROWSUP)
+    if grows == PROT_GROWSDOWN | PROT_GROWSUP:  # can't be both
+        return -errno.EINVAL
     if start & ~PAGE_MASK:
         return -errno.EINVAL
     if not length:
@@ -45,7 +57,19 @@ def do_mprotect_pkey(mm: MmStruct, start: int, length: int, prot: int) -> int:
     if prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM):
         return -errno.EINVAL
     vma = mm.find_vma(start)
-    if vma is None or vma.vm_start > start:
+    if vma is None:
+        return -errno.ENOMEM
+    if grows:
+        # PROT_GROWSDOWN extends the change to the start of a VM_GROWSDOWN vma;
+        # x86 has no VM_GROWSUP, so PROT_GROWSUP is always EINVAL here.
+        if grows == PROT_GROWSDOWN and vma.vm_start >= end:
+            return -errno.ENOMEM
+        if grows == PROT_GROWSUP and vma.vm_start > start:
+            return -errno.ENOMEM
+        if grows == PROT_GROWSUP or not vma.vm_flags & VM_GROWSDOWN:
+            return -errno.EINVAL
+        start = vma.vm_start
+    if vma.vm_start > start:
         return -errno.ENOMEM
     nstart = start
     while True:
@@ -70,15 +94,20 @@ def do_mprotect_pkey(mm: MmStruct, start: int, length: int, prot: int) -> int:
 def mprotect_fixup(mm: MmStruct, vma: VmAreaStruct, start: int, end: int, newflags: int) -> int:
     if newflags == vma.vm_flags:
         return 0
+    # Each split asks ->may_split just before it happens: a veto at the end edge
+    # leaves the start edge already split, as mprotect_fixup's split_vma calls do.
     ops = vma.vm_ops
-    for at in (start, end):
-        if vma.vm_start < at < vma.vm_end and ops is not None and ops.may_split is not None:
-            err = ops.may_split(vma, at)
+    if start > vma.vm_start:
+        if ops is not None and ops.may_split is not None:
+            err = ops.may_split(vma, start)
             if err:
                 return err
-    if start > vma.vm_start:
         mm.split_vma(vma, start, new_below=True)
     if end < vma.vm_end:
+        if ops is not None and ops.may_split is not None:
+            err = ops.may_split(vma, end)
+            if err:
+                return err
         mm.split_vma(vma, end, new_below=False)
     vma.vm_flags = newflags
     cache = vma.vm_page_prot & _CACHE_BITS

@@ -51,7 +51,9 @@ def do_mremap(
         return -errno.EINVAL
     if old_len == 0:
         vma = mm.vma_lookup(addr)
-        if vma is None or not vma.vm_flags & VM_MAYSHARE:
+        if vma is None:
+            return -errno.EFAULT  # vma_to_resize (3.x) / do_mremap's vma_lookup (5.16+)
+        if not vma.vm_flags & VM_MAYSHARE:
             return -errno.EINVAL
         raise NotImplementedError("mremap(old_len=0) duplication of a shared mapping")
     if flags & MREMAP_DONTUNMAP:

@@ -118,7 +118,7 @@ class PhysicalMemory:
             self._next = pfn + size + gap
         self._blocks[pfn] = order
         self.allocated_pages += 1 << order
-        self._clear_data(pfn, 1 << order)
+        self._zero_fill(pfn, 1 << order)
         return pfn
 
     def alloc_page(self) -> int:
@@ -146,7 +146,7 @@ class PhysicalMemory:
         bisect.insort(self._contig_starts, start)
         self._contig[start] = npages
         self.allocated_pages += npages
-        self._clear_data(start, npages)
+        self._zero_fill(start, npages)
         return start
 
     @kernel_function("cma_release", file="mm/cma.c")
@@ -157,6 +157,15 @@ class PhysicalMemory:
         self._contig_starts.remove(start)
         self._forget(start, npages)
         self.allocated_pages -= npages
+
+    def _zero_fill(self, pfn: int, npages: int) -> None:
+        """Hand out zeroed frames.  The kernel zeroes with CPU stores (clear_page), which
+        overwrite any line a previous owner left in the CPU cache; here DRAM is cleared
+        and such stale lines are dropped, so old data can never reach the new owner."""
+        self._clear_data(pfn, npages)
+        cache = getattr(self.kernel, "cache", None)  # absent while the Kernel is built
+        if cache is not None and cache.lines:
+            cache.invalidate_range(pfn << PAGE_SHIFT, npages << PAGE_SHIFT)
 
     def _clear_data(self, pfn: int, npages: int) -> None:
         observer = self.kernel.access_observer

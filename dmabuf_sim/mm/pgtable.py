@@ -124,9 +124,15 @@ def pte_wrprotect(pte: int) -> int:
 
 
 def pte_modify(pte: int, newprot: int) -> int:
-    """``pte_modify``: keep the pfn, special and dirty bits, take the rest from newprot."""
-    keep = pte & ~_FLAG_MASK | (pte & (_PAGE_SPECIAL | _PAGE_DIRTY))
-    return keep | (newprot & _FLAG_MASK & ~(_PAGE_SPECIAL | _PAGE_DIRTY))
+    """``pte_modify``: keep the pfn and the ``_PAGE_CHG_MASK`` bits, take the rest from newprot.
+
+    x86's ``_PAGE_CHG_MASK`` keeps special, accessed, dirty *and the cache bits*
+    (PCD/PWT) of the old PTE, so a PTE a driver remapped write-combining stays
+    write-combining across mprotect even if ``vma->vm_page_prot`` is write-back.
+    """
+    chg = _PAGE_SPECIAL | _PAGE_DIRTY | _PAGE_ACCESSED | _CACHE_MASK
+    keep = pte & ~_FLAG_MASK | (pte & chg)
+    return keep | (newprot & _FLAG_MASK & ~chg)
 
 
 def pte_user_access_ok(pte: int, write: bool) -> bool:

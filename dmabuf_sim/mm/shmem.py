@@ -66,6 +66,7 @@ F_ALL_SEALS = (
 )
 
 MEMFD_NAME_MAX_LEN = 255 - len("memfd:")
+O_LARGEFILE = 0o100000  # x86-64's kernel value (userspace headers define it as 0)
 
 
 class ShmemInfo:
@@ -264,7 +265,9 @@ def memfd_create(kernel: Kernel, name: str, flags: int) -> File | int:
     if len(name.encode()) > MEMFD_NAME_MAX_LEN:
         return -errno.EINVAL
     seals = 0 if flags & MFD_ALLOW_SEALING else F_SEAL_SEAL
-    return shmem_file_setup(kernel, f"memfd:{name}", 0, seals=seals)
+    file = shmem_file_setup(kernel, f"memfd:{name}", 0, seals=seals)
+    file.f_flags |= O_LARGEFILE  # memfd_create sets it explicitly (F_GETFL shows 0100002)
+    return file
 
 
 @kernel_function("memfd_fcntl", file="mm/memfd.c")
@@ -272,16 +275,19 @@ def memfd_fcntl(file: File, cmd: int, arg: int) -> int:
     """``F_ADD_SEALS`` / ``F_GET_SEALS``."""
     from ..uapi import F_ADD_SEALS, F_GET_SEALS
 
-    info = file.f_inode.i_private
-    if not is_shmem_file(file) or not isinstance(info, ShmemInfo):
-        return -errno.EINVAL
+    priv = file.f_inode.i_private
+    info = priv if is_shmem_file(file) and isinstance(priv, ShmemInfo) else None
     if cmd == F_GET_SEALS:
-        return info.seals
+        return info.seals if info is not None else -errno.EINVAL
     if cmd != F_ADD_SEALS:
         return -errno.EINVAL
+    # memfd_add_seals: the mode and the seal bits are checked before the file
+    # is known to have seals at all (memfd_file_seals_ptr)
     if not file.f_mode & FMODE_WRITE:
         return -errno.EPERM
     if arg & ~F_ALL_SEALS:
+        return -errno.EINVAL
+    if info is None:
         return -errno.EINVAL
     if info.seals & F_SEAL_SEAL:
         return -errno.EPERM

@@ -1,0 +1,1 @@
+"""The conformance kit: rules, sanitizers, strategies, state machine."""

@@ -1,0 +1,143 @@
+"""Public hypothesis strategies for dma-buf conformance tests.
+
+Values are biased toward the edges the kernel checks: page boundaries, the
+floored page count of odd sizes, and the 64-bit wrap of ``pgoff + pages``.
+Bounds are keyword-only and checked eagerly, with a message that says how
+to fix the call.
+
+    >>> from hypothesis import given
+    >>> from dmabuf_sim.conformance.strategies import buffer_sizes, mmap_requests
+    >>> @given(buffer_sizes(max_pages=4), mmap_requests(size_pages=4))
+    ... def test_something(size, req): ...                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import mmap as _mmap
+
+from attrs import frozen
+from hypothesis import strategies as st
+
+from ..spec import SPECS
+
+__all__ = [
+    "MmapRequest",
+    "buffer_sizes",
+    "exporter_names",
+    "map_flags",
+    "mmap_lengths",
+    "mmap_requests",
+    "page_offsets",
+    "prot_flags",
+    "spec_names",
+]
+
+PAGE = 4096
+U64 = 1 << 64
+
+
+def _check_pages(name: str, value: int, *, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, not {value!r}")
+
+
+def buffer_sizes(*, min_pages: int = 1, max_pages: int = 64) -> st.SearchStrategy[int]:
+    """Buffer sizes in bytes: whole pages, and odd sizes just above/below page multiples.
+
+    >>> buffer_sizes(max_pages=8).example()                 # doctest: +SKIP
+    12288
+    """
+    _check_pages("min_pages", min_pages, minimum=0)
+    _check_pages("max_pages", max_pages)
+    if min_pages > max_pages:
+        raise ValueError(f"min_pages ({min_pages}) must not exceed max_pages ({max_pages})")
+    pages = st.integers(min_pages, max_pages)
+    whole = pages.map(lambda n: n * PAGE)
+    odd = st.tuples(pages, st.integers(1, PAGE - 1)).map(lambda t: t[0] * PAGE + t[1])
+    return st.one_of(whole, odd).filter(lambda s: s > 0)
+
+
+def page_offsets(*, size_pages: int | None = None) -> st.SearchStrategy[int]:
+    """Byte offsets for mmap: page multiples near the buffer, unaligned ones, and 2**64 edges.
+
+    >>> page_offsets(size_pages=4).example()                # doctest: +SKIP
+    8192
+    """
+    edges = st.sampled_from([0, PAGE, U64 - PAGE, (1 << 63) - PAGE, 1 << 44, -PAGE, 1, 100])
+    if size_pages is None:
+        near: st.SearchStrategy[int] = st.integers(0, 1 << 20).map(lambda n: n * PAGE)
+    else:
+        _check_pages("size_pages", size_pages)
+        near = st.integers(0, size_pages + 2).map(lambda n: n * PAGE)
+    return st.one_of(near, near, edges, st.integers(-(1 << 63), U64 - 1))
+
+
+def mmap_lengths(*, size_pages: int | None = None) -> st.SearchStrategy[int]:
+    """Lengths: whole pages around the buffer size, off-by-one bytes, 0, and huge values.
+
+    >>> mmap_lengths(size_pages=2).example()                # doctest: +SKIP
+    4097
+    """
+    if size_pages is None:
+        around: st.SearchStrategy[int] = st.integers(1, 64).map(lambda n: n * PAGE)
+    else:
+        _check_pages("size_pages", size_pages)
+        around = st.integers(1, size_pages + 2).map(lambda n: n * PAGE)
+    fuzz = st.tuples(around, st.sampled_from([-1, 0, 1])).map(lambda t: max(0, t[0] + t[1]))
+    edges = st.sampled_from([0, 1, U64 - 1, U64 - PAGE, 1 << 47])
+    return st.one_of(around, fuzz, edges)
+
+
+def prot_flags() -> st.SearchStrategy[int]:
+    """``PROT_NONE``, ``PROT_READ``, ``PROT_READ|PROT_WRITE`` (and ``PROT_WRITE`` alone)."""
+    r, w = _mmap.PROT_READ, _mmap.PROT_WRITE
+    return st.sampled_from([0, r, r | w, w])
+
+
+def map_flags(*, private: bool = True) -> st.SearchStrategy[int]:
+    """``MAP_SHARED`` (and ``MAP_PRIVATE`` unless ``private=False``)."""
+    choices = [_mmap.MAP_SHARED] + ([_mmap.MAP_PRIVATE] if private else [])
+    return st.sampled_from(choices)
+
+
+@frozen
+class MmapRequest:
+    """One ``mmap(0, length, prot, flags, fd, offset)`` call."""
+
+    length: int
+    prot: int
+    flags: int
+    offset: int
+
+
+def mmap_requests(
+    *, size_pages: int | None = None, private: bool = True
+) -> st.SearchStrategy[MmapRequest]:
+    """Whole mmap requests around a buffer of ``size_pages`` pages.
+
+    >>> mmap_requests(size_pages=4).example()               # doctest: +SKIP
+    MmapRequest(length=8192, prot=3, flags=1, offset=4096)
+    """
+    return st.builds(
+        MmapRequest,
+        length=mmap_lengths(size_pages=size_pages),
+        prot=prot_flags(),
+        flags=map_flags(private=private),
+        offset=page_offsets(size_pages=size_pages),
+    )
+
+
+def spec_names(*, with_mmap: bool = True) -> st.SearchStrategy[str]:
+    """Spec names (only those where dma-buf mmap exists, by default)."""
+    names = [n for n, s in SPECS.items() if s.has_mmap_fop or not with_mmap]
+    return st.sampled_from(names)
+
+
+def exporter_names(*, kind: str | None = "reference") -> st.SearchStrategy[str]:
+    """Registered exporter names (``kind``: reference, teaching, or None for all)."""
+    from ..exporters.registry import EXPORTERS
+
+    names = [n for n, e in EXPORTERS.items() if kind is None or e.kind == kind]
+    if not names:
+        raise ValueError(f"no exporter of kind {kind!r}; use reference, teaching or None")
+    return st.sampled_from(names)
