@@ -22,7 +22,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-import re
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -287,7 +286,7 @@ def _run_machine(
     # process: the seed is pinned on the machine class (what @hypothesis.seed does).
     seed(zlib.crc32(f"{info.name}/{spec}".encode()))(cls)
     try:
-        run_state_machine_as_test(cls, settings=cfg)  # type: ignore[no-untyped-call]
+        run_state_machine_as_test(cls, settings=cfg)  # type: ignore[no-untyped-call,unused-ignore]
     except RuleViolation as exc:
         return KitResult("state machine", "failed", tuple(exc.findings), _steps(exc))
     except UsageError:
@@ -300,16 +299,20 @@ def _run_machine(
 
 
 def _steps(exc: BaseException) -> str:
-    """The reproducer hypothesis attached to the exception, without invariant noise."""
+    """The reproducer hypothesis attached to the exception, without invariant noise.
+
+    Taken from the first ``state = ...`` line to ``state.teardown()``, so it does
+    not depend on how a hypothesis version words the surrounding notes.
+    """
     notes = "\n".join(getattr(exc, "__notes__", []))
-    keep = []
-    for line in notes.splitlines():
-        if (
-            line.startswith(("Falsifying", "Explanation", "    ", "These lines"))
-            or not line.strip()
-        ):
+    keep: list[str] = []
+    for raw in notes.splitlines():
+        line = raw.strip()
+        if not keep and not line.startswith("state = "):
             continue
-        if re.fullmatch(r"state\.sanitizers_hold\(\)", line.strip()):
+        if line == "state.sanitizers_hold()":
             continue
         keep.append(line)
+        if line == "state.teardown()":
+            break
     return "\n".join(keep)

@@ -93,6 +93,11 @@ class MappingRef:
     def __repr__(self) -> str:
         return f"<mapping of {self.buf.tracked.name} pages {self.first_page}+{self.pages}>"
 
+    @property
+    def usable(self) -> int:
+        """Bytes of the mapping that lie inside the buffer (a grown mapping may reach past it)."""
+        return max(0, min(self.pages, self.buf.pages - self.first_page)) * PAGE
+
 
 def event(value: str) -> None:
     """``hypothesis.event`` inside a test; nothing when a reproducer runs as plain Python."""
@@ -316,7 +321,7 @@ class DmaBufMachine(RuleBasedStateMachine):
 
     @rule(child=children, m=mappings, data=st.binary(min_size=1, max_size=8))
     def child_write(self, child: Process, m: MappingRef, data: bytes) -> None:
-        if not child.alive or m.proc is not self.proc or not m.writable:
+        if not child.alive or m.proc is not self.proc or not m.writable or not m.usable:
             return
         if self.world.buffer_of(child.mm, m.addr) is None:
             return  # mapped after the fork: the child does not have it
@@ -324,7 +329,7 @@ class DmaBufMachine(RuleBasedStateMachine):
 
     # -- CPU access -------------------------------------------------------------------------
     def _cpu_write(self, proc: Process, m: MappingRef, offset: int, data: bytes) -> None:
-        offset = min(offset, m.pages * PAGE - len(data))
+        offset = min(offset, m.usable - len(data))
         self._sync(proc, m.buf, start=True, write=True)
         proc.write_memory(m.addr + offset, data)
         self._sync(proc, m.buf, start=False, write=True)
@@ -334,15 +339,15 @@ class DmaBufMachine(RuleBasedStateMachine):
 
     @rule(m=mappings, offset=OFFSETS, data=st.binary(min_size=1, max_size=16))
     def cpu_write(self, m: MappingRef, offset: int, data: bytes) -> None:
-        if not m.proc.alive or not m.writable:
+        if not m.proc.alive or not m.writable or not m.usable:
             return
-        self._cpu_write(m.proc, m, offset % (m.pages * PAGE), data)
+        self._cpu_write(m.proc, m, offset % m.usable, data)
 
     @rule(m=mappings, offset=OFFSETS, n=st.integers(1, 16))
     def cpu_read(self, m: MappingRef, offset: int, n: int) -> None:
-        if not m.proc.alive:
+        if not m.proc.alive or not m.usable:
             return
-        offset = min(offset % (m.pages * PAGE), m.pages * PAGE - n)
+        offset = min(offset % m.usable, m.usable - n)
         self._sync(m.proc, m.buf, start=True, write=False)
         got = m.proc.read_memory(m.addr + offset, n)
         self._sync(m.proc, m.buf, start=False, write=False)
