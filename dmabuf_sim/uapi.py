@@ -296,3 +296,50 @@ DEFAULT_POLLMASK = POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM
 FIOCLEX = 0x5451
 FIONCLEX = 0x5450
 FIONBIO = 0x5421
+
+# -- include/uapi/drm/drm.h (driver range), include/uapi/drm/vgem_drm.h -------------
+DRM_COMMAND_BASE = 0x40
+DRM_COMMAND_END = 0xA0
+VGEM_FENCE_WRITE = 0x1
+DRM_VGEM_FENCE_ATTACH = 0x1
+DRM_VGEM_FENCE_SIGNAL = 0x2
+
+
+@define(slots=True)
+class DrmVgemFenceAttach(UapiStruct):
+    """``struct drm_vgem_fence_attach``: ``__u32 handle, flags, out_fence, pad``"""
+
+    _fmt: ClassVar[str] = "<IIII"
+    handle: int = _u(32)
+    flags: int = _u(32)
+    out_fence: int = _u(32)
+    pad: int = _u(32)
+
+
+@define(slots=True)
+class DrmVgemFenceSignal(UapiStruct):
+    """``struct drm_vgem_fence_signal { __u32 fence; __u32 flags; }``"""
+
+    _fmt: ClassVar[str] = "<II"
+    fence: int = _u(32)
+    flags: int = _u(32)
+
+
+DRM_IOCTL_VGEM_FENCE_ATTACH = _IOWR(
+    DRM_IOCTL_BASE, DRM_COMMAND_BASE + DRM_VGEM_FENCE_ATTACH, DrmVgemFenceAttach.sizeof()
+)
+DRM_IOCTL_VGEM_FENCE_SIGNAL = _IOW(
+    DRM_IOCTL_BASE, DRM_COMMAND_BASE + DRM_VGEM_FENCE_SIGNAL, DrmVgemFenceSignal.sizeof()
+)
+
+__all__ += [
+    "DRM_COMMAND_BASE",
+    "DRM_COMMAND_END",
+    "DRM_IOCTL_VGEM_FENCE_ATTACH",
+    "DRM_IOCTL_VGEM_FENCE_SIGNAL",
+    "DRM_VGEM_FENCE_ATTACH",
+    "DRM_VGEM_FENCE_SIGNAL",
+    "VGEM_FENCE_WRITE",
+    "DrmVgemFenceAttach",
+    "DrmVgemFenceSignal",
+]

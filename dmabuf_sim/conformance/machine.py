@@ -222,7 +222,10 @@ class DmaBufMachine(RuleBasedStateMachine):
                 f"mmap of pages {offset}+{pages} of a {buf.pages}-page buffer"
                 " succeeded past the end",
             )
-        ref = MappingRef(self.proc, addr, pages, offset, buf)
+        # An exporter that declares it ignores vm_pgoff (drm_gem_shmem, the R60
+        # exception) shows the buffer from page 0 whatever the offset.
+        first = 0 if self.exporter.capabilities.ignores_vm_pgoff else offset
+        ref = MappingRef(self.proc, addr, pages, first, buf)
         self.world.add_mapping(self.proc, addr, pages * PAGE, buf.tracked, offset)
         self.maps.append(ref)
         event("mmap")

@@ -3,6 +3,11 @@
 * :mod:`.system_heap` — ``/dev/dma_heap/system`` (scattered pages, eager remap);
 * :mod:`.cma_heap` — ``/dev/dma_heap/reserved`` (contiguous, fault-time insert);
 * :mod:`.udmabuf` — ``/dev/udmabuf`` over a sealed memfd;
+* :mod:`.vgem` — ``/dev/dri/card0``, GEM shmem objects exported and imported with PRIME
+  (with :mod:`.drm_gem` and :mod:`.drm_prime`, the DRM core pieces);
+* :mod:`.shootdown` — the seed's faked coherency by PTE shoot-down;
+* :mod:`.teaching` — exporters with one documented defect each;
+* :mod:`.registry` — all of them behind one factory interface.
 
 Which device nodes exist depends on the spec (dma-heaps since 5.6, udmabuf
 since 4.20): :func:`load_exporter_drivers` registers those the kernel had.
@@ -32,3 +37,8 @@ def load_exporter_drivers(kernel: Kernel) -> None:
         from .udmabuf import UdmabufDriver
 
         kernel.drivers["udmabuf"] = UdmabufDriver.register(kernel)
+    if spec.export_info_form:
+        # vgem on the modern specs: /dev/dri/card0, a GEM exporter and importer
+        from .vgem import VgemDevice
+
+        kernel.drivers["vgem"] = VgemDevice.register(kernel)

@@ -114,6 +114,36 @@ def _udmabuf(proc: Process, size: int, flags: int) -> int:
         proc.close(memfd)
 
 
+def _vgem(proc: Process, size: int, flags: int) -> int:
+    """A vgem dumb buffer exported with PRIME (``DRM_RDWR`` unless read-only is asked)."""
+    from ..uapi import (
+        DRM_CLOEXEC,
+        DRM_IOCTL_MODE_CREATE_DUMB,
+        DRM_IOCTL_PRIME_HANDLE_TO_FD,
+        DRM_RDWR,
+        DrmModeCreateDumb,
+        DrmPrimeHandle,
+    )
+
+    pages = -(-size // 4096)
+    card = proc.open("/dev/dri/card0", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        dumb = DrmModeCreateDumb(height=pages, width=1024, bpp=32)  # 4096-byte rows
+        proc.ioctl(card, DRM_IOCTL_MODE_CREATE_DUMB, dumb)
+        prime_flags = DRM_CLOEXEC if flags & os.O_CLOEXEC else 0
+        if flags & os.O_ACCMODE == os.O_RDWR:
+            prime_flags |= DRM_RDWR
+        prime = DrmPrimeHandle(handle=dumb.handle, flags=prime_flags)
+        proc.ioctl(card, DRM_IOCTL_PRIME_HANDLE_TO_FD, prime)
+        return int(prime.fd)
+    finally:
+        proc.close(card)  # the dma-buf keeps the GEM object alive
+
+
+def _modern(spec: Spec) -> str | None:
+    return None if spec.export_info_form else f"spec {spec.name} has no vgem in this model"
+
+
 def _needs(knob: str, what: str) -> Callable[[Spec], str | None]:
     def check(spec: Spec) -> str | None:
         if not spec.has_mmap_fop:
@@ -182,6 +212,16 @@ def _build() -> dict[str, ExporterInfo]:
             _udmabuf,
             _needs("has_udmabuf", "udmabuf"),
             Capabilities(),
+        ),
+        ExporterInfo(
+            "vgem",
+            "vgem (DRM GEM shmem helpers): write-combined mapping, PRIME export",
+            "reference",
+            _vgem,
+            _modern,
+            # WC mapping: the CPU bypasses its cache, so it is coherent with DMA;
+            # drm_gem_shmem indexes pages from the vma start, not vm_pgoff (R60).
+            Capabilities(coherent=True, ignores_vm_pgoff=True),
         ),
         ExporterInfo(
             "shootdown",

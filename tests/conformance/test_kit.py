@@ -63,10 +63,10 @@ def test_kit_catches_teaching_exporters_with_their_rule(name: str, spec: str) ->
     machine = report.results[-1]
     assert machine.name == "state machine"
     assert machine.status == "failed", f"the state machine missed {name}: {report.summary()}"
-    named = {f.rule for f in machine.findings} | {
-        r for f in machine.findings for r in info.rules if r in f.message
-    }
-    assert named & set(info.rules), report.summary()
+    # A defect may show first through another symptom (a freed page reused shows as a
+    # stale read); the report as a whole must name the documented rule.
+    text = report.summary()
+    assert any(rule in report.broken_rules or rule in text for rule in info.rules), text
 
 
 def test_shrunk_reproducer_is_short_and_runs() -> None:

@@ -1,0 +1,362 @@
+"""The state graph: what a :class:`~dmabuf_sim.kernel.Kernel` holds, as nodes and edges.
+
+:func:`snapshot_graph` walks the kernel's objects the way a reader follows
+pointers in a crash dump::
+
+    process ──mm──▶ vma ──vm_file──▶ file ──f_inode──▶ inode ──i_mapping──▶ address_space
+       │             └──pte──────────────────────────────────────────────────────▶ page
+       └──fd N──▶ file                     address_space ──page cache──▶ page
+    dma_buf ──file──▶ file
+
+and returns a :class:`Graph`, a plain value the renderers
+(:func:`~dmabuf_sim.picture.to_mermaid`, :func:`~dmabuf_sim.picture.to_dot`,
+:func:`~dmabuf_sim.picture.to_svg`) draw.  Shared structure stays shared:
+every file on the anon inode (the old specs) points at the *one* ``ino`` node,
+which is what lets a shoot-down through one buffer reach another (R26).
+
+The walk is sparse: pages get nodes only when a present PTE maps them, a page
+cache holds them, or the CPU cache holds dirty lines of them; a buffer's size
+is never iterated.  Node ids are deterministic and safe in Mermaid, DOT and
+XML alike: ``p1``, ``p1_vma0``, ``file0``, ``ino9``, ``as9``, ``pfn0x1a3``,
+``dmabuf0``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from attrs import define, field, frozen
+
+from ..mm.cache import LINE_SIZE
+from ..mm.page_alloc import PAGE_SHIFT
+from ..mm.pgtable import cache_mode_name, pte_cache_mode, pte_pfn, pte_special, pte_write
+from ..mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_WRITE, vm_flags_str
+
+if TYPE_CHECKING:
+    from ..dma_buf.core import DmaBuf
+    from ..fs import AddressSpace, File, Inode
+    from ..kernel import Kernel
+    from ..mm.vma import VmAreaStruct
+    from ..process import Process
+
+__all__ = ["NODE_KINDS", "Edge", "Graph", "Node", "snapshot_graph"]
+
+NODE_KINDS = ("process", "vma", "file", "inode", "address_space", "page", "dma_buf")
+"""Node kinds, in the left-to-right order the layouts use."""
+
+
+@frozen
+class Node:
+    """One kernel object: ``lines[0]`` is its title, the rest are details.
+
+    ``marks`` flag what a renderer should make stand out: ``dirty`` (a page
+    with dirty cache lines), ``shared`` (an inode several files share),
+    ``unallocated`` (a page a PTE maps after it was freed), ``zero``,
+    ``released``, ``more`` (a stand-in for nodes left out).
+    """
+
+    id: str
+    kind: str
+    lines: tuple[str, ...]
+    marks: tuple[str, ...] = ()
+
+    @property
+    def title(self) -> str:
+        return self.lines[0] if self.lines else self.id
+
+
+@frozen
+class Edge:
+    """A pointer from ``src`` to ``dst``.
+
+    ``kind`` is ``mm``, ``fd``, ``vm_file``, ``i_mmap``, ``f_inode``, ``i_mapping``,
+    ``pte``, ``page_cache`` or ``dmabuf_file``; ``label`` is what to print on it.
+    """
+
+    src: str
+    dst: str
+    kind: str
+    label: str = ""
+
+
+@frozen
+class Graph:
+    """A snapshot of kernel state as nodes and edges (a value: compare, store, render)."""
+
+    title: str
+    nodes: tuple[Node, ...]
+    edges: tuple[Edge, ...]
+
+    def node(self, node_id: str) -> Node:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(node_id)
+
+    def ids(self) -> set[str]:
+        return {n.id for n in self.nodes}
+
+    def of_kind(self, kind: str) -> tuple[Node, ...]:
+        return tuple(n for n in self.nodes if n.kind == kind)
+
+    def successors(self, node_id: str, kind: str | None = None) -> tuple[str, ...]:
+        """Targets of the edges leaving ``node_id`` (optionally only edges of ``kind``)."""
+        return tuple(
+            e.dst for e in self.edges if e.src == node_id and (kind is None or e.kind == kind)
+        )
+
+
+def _perms(flags: int) -> str:
+    return (
+        ("r" if flags & VM_READ else "-")
+        + ("w" if flags & VM_WRITE else "-")
+        + ("x" if flags & VM_EXEC else "-")
+        + ("s" if flags & VM_MAYSHARE else "p")
+    )
+
+
+def _pte_flags(pte: int) -> str:
+    bits = ["rw" if pte_write(pte) else "ro"]
+    if pte_special(pte):
+        bits.append("special")
+    bits.append(cache_mode_name(pte_cache_mode(pte)))
+    return " ".join(bits)
+
+
+def _n(count: int, noun: str) -> str:
+    """``1 vma``, ``2 vmas``."""
+    plural = noun + ("es" if noun.endswith("s") else "s")
+    return f"{count} {noun}" if count == 1 else f"{count} {plural}"
+
+
+@define
+class _Builder:
+    """Collects nodes and edges in a deterministic order while walking the kernel."""
+
+    kernel: Kernel
+    max_pages: int
+    dirty: Counter[int]
+    """Dirty CPU cache lines per pfn."""
+    cached: Counter[int]
+    """Cached CPU cache lines per pfn."""
+    nodes: dict[str, Node] = field(factory=dict)
+    edges: dict[tuple[str, str, str], Edge] = field(factory=dict)
+    file_ids: dict[int, str] = field(factory=dict)
+    files_per_inode: Counter[str] = field(factory=Counter)
+    pages: dict[int, None] = field(factory=dict)
+    """pfns that get a page node, in the order the walk met them."""
+    reached: set[int] = field(factory=set)
+    """Every pfn a PTE or page cache of a drawn object points at, drawn or not."""
+
+    def add(self, node: Node) -> str:
+        self.nodes.setdefault(node.id, node)
+        return node.id
+
+    def link(self, src: str, dst: str, kind: str, label: str = "") -> None:
+        self.edges.setdefault((src, dst, label), Edge(src, dst, kind, label))
+
+    def page(self, pfn: int) -> str:
+        self.pages.setdefault(pfn)
+        return f"pfn{pfn:#x}"
+
+    # -- objects -----------------------------------------------------------------
+    def process(self, proc: Process) -> None:
+        pid = f"p{proc.pid}"
+        vmas = proc.mm.vmas
+        fds = sorted(proc.files.fds.items())
+        marks = () if proc.alive else ("released",)
+        self.add(
+            Node(
+                pid,
+                "process",
+                (f"{proc.comm}-{proc.pid}", f"{_n(len(vmas), 'vma')}, {_n(len(fds), 'fd')}"),
+                marks,
+            )
+        )
+        for i, vma in enumerate(vmas):
+            self.link(pid, self.vma(proc, i, vma), "mm")
+        for fd, file in fds:
+            self.link(pid, self.file(file), "fd", f"fd {fd}")
+
+    def vma(self, proc: Process, index: int, vma: VmAreaStruct) -> str:
+        vid = f"p{proc.pid}_vma{index}"
+        span = (vma.vm_start >> PAGE_SHIFT, vma.vm_end >> PAGE_SHIFT)
+        ptes = list(proc.mm.pgtable.iter_range(*span))
+        modes = Counter(_pte_flags(pte) for _vpn, pte in ptes)
+        lines = [
+            f"vma {vma.vm_start:#x}-{vma.vm_end:#x}",
+            f"{_perms(vma.vm_flags)} pgoff {vma.vm_pgoff:#x} ({_n(vma.pages(), 'page')})",
+            f"flags: {vm_flags_str(vma.vm_flags)}",
+        ]
+        if vma.vm_ops is not None:
+            lines.append(f"vm_ops: {vma.vm_ops.owner or 'driver'}")
+        lines.append(f"PTEs: {len(ptes)} present")
+        lines.extend(f"{n} × {mode}" for mode, n in sorted(modes.items()))
+        # over the cap, draw pages holding dirty lines first (the ones a reader looks for)
+        keep = sorted(ptes, key=lambda vp: (not self.dirty[pte_pfn(vp[1])], vp[0]))
+        drawn = sorted(keep[: self.max_pages])
+        pfns = {pte_pfn(pte) for _vpn, pte in ptes}
+        self.reached |= pfns
+        if len(ptes) > len(drawn):
+            lines.append(f"({len(ptes) - len(drawn)} more PTEs not drawn)")
+        dirty = sum(self.dirty[pfn] for pfn in pfns)
+        if dirty:
+            lines.append(f"dirty lines in its pages: {dirty}")
+        self.add(Node(vid, "vma", tuple(lines)))
+        if vma.vm_file is not None:
+            fid = self.file(vma.vm_file)
+            self.link(vid, fid, "vm_file", "vm_file")
+            linked = vma.i_mmap_of
+            if linked is not None and linked is not vma.vm_file.f_mapping:
+                self.link(vid, self.address_space(linked), "i_mmap", "in i_mmap of")
+        for vpn, pte in drawn:
+            off = (vpn << PAGE_SHIFT) - vma.vm_start
+            self.link(vid, self.page(pte_pfn(pte)), "pte", f"pte +{off:#x} {_pte_flags(pte)}")
+        return vid
+
+    def file(self, file: File) -> str:
+        fid = self.file_ids.get(id(file))
+        if fid is not None:
+            return fid
+        fid = self.file_ids[id(file)] = f"file{len(self.file_ids)}"
+        lines = [file.path(), f"f_count {file.f_count}"]
+        if file.f_op.owner:
+            lines.append(f"f_op: {file.f_op.owner}")
+        marks = ("released",) if file.released else ()
+        self.add(Node(fid, "file", tuple(lines), marks))
+        iid = self.inode(file.f_inode)
+        self.files_per_inode[iid] += 1
+        self.link(fid, iid, "f_inode", "f_inode")
+        return fid
+
+    def inode(self, inode: Inode) -> str:
+        iid = f"ino{inode.i_ino}"
+        if iid not in self.nodes:
+            lines = [f"inode {inode.i_ino}", f"sb {inode.i_sb}"]
+            if inode is self.kernel.anon_inode:
+                lines.append("the anon inode")
+            if inode.i_size:
+                lines.append(f"i_size {inode.i_size:#x}")
+            self.add(Node(iid, "inode", tuple(lines)))
+            self.link(iid, self.address_space(inode.i_mapping), "i_mapping", "i_mapping")
+        return iid
+
+    def address_space(self, mapping: AddressSpace) -> str:
+        aid = f"as{mapping.host.i_ino}"
+        if aid in self.nodes:
+            return aid
+        cached = sorted(mapping.pages.items())
+        lines = [
+            f"address_space (ino {mapping.host.i_ino})",
+            f"i_mmap: {_n(len(mapping.i_mmap), 'vma')}",
+        ]
+        if cached:
+            lines.append(f"page cache: {_n(len(cached), 'page')}")
+        drawn = cached[: self.max_pages]
+        self.reached.update(pfn for _index, pfn in cached)
+        if len(cached) > len(drawn):
+            lines.append(f"({len(cached) - len(drawn)} more pages not drawn)")
+        self.add(Node(aid, "address_space", tuple(lines)))
+        for index, pfn in drawn:
+            self.link(aid, self.page(pfn), "page_cache", f"index {index}")
+        return aid
+
+    def dma_buf(self, index: int, dmabuf: DmaBuf) -> None:
+        did = f"dmabuf{index}"
+        lines = [f"dma_buf {dmabuf.exp_name or '?'}"]
+        if dmabuf.name:
+            lines.append(f"name {dmabuf.name}")
+        lines.append(f"size {dmabuf.size:#x} ({_n(-(-dmabuf.size >> PAGE_SHIFT), 'page')})")
+        if dmabuf.attachments:
+            lines.append(f"{len(dmabuf.attachments)} attachments")
+        marks = ("released",) if dmabuf.released else ()
+        self.add(Node(did, "dma_buf", tuple(lines), marks))
+        if dmabuf.file is not None:
+            self.link(did, self.file(dmabuf.file), "dmabuf_file", "file")
+
+    def page_nodes(self) -> None:
+        mem, dirty, cached = self.kernel.mem, self.dirty, self.cached
+        for pfn in self.pages:
+            lines = [f"pfn {pfn:#x}", f"phys {pfn << PAGE_SHIFT:#x}"]
+            marks: list[str] = []
+            page = mem.page_if_exists(pfn)
+            if page is not None:
+                lines.append(f"refcount {page.refcount} mapcount {page.mapcount}")
+            if pfn == self.kernel.zero_pfn:
+                lines.append("ZERO_PAGE")
+                marks.append("zero")
+            elif not mem.pfn_allocated(pfn):
+                lines.append("NOT ALLOCATED (freed)")
+                marks.append("unallocated")
+            if cached[pfn]:
+                lines.append(f"cached lines: {cached[pfn]}")
+            if dirty[pfn]:
+                lines.append(f"dirty lines: {dirty[pfn]}")
+                marks.append("dirty")
+            self.add(Node(f"pfn{pfn:#x}", "page", tuple(lines), tuple(marks)))
+
+    def build(self, title: str) -> Graph:
+        nodes = []
+        for walked in self.nodes.values():
+            node = walked
+            if node.kind == "inode" and self.files_per_inode[node.id] > 1:
+                n = self.files_per_inode[node.id]
+                node = Node(
+                    node.id,
+                    node.kind,
+                    (*node.lines, f"shared by {n} files"),
+                    (*node.marks, "shared"),
+                )
+            nodes.append(node)
+        order = {k: i for i, k in enumerate(NODE_KINDS)}
+        nodes.sort(key=lambda n: order.get(n.kind, len(order)))  # stable: keeps walk order
+        position = {n.id: i for i, n in enumerate(nodes)}
+        edges = sorted(self.edges.values(), key=lambda e: position[e.src])  # stable
+        return Graph(title, tuple(nodes), tuple(edges))
+
+
+def _per_page(lines: Iterable[int]) -> Counter[int]:
+    return Counter(line >> PAGE_SHIFT for line in lines)
+
+
+def snapshot_graph(
+    kernel: Kernel,
+    *,
+    processes: Iterable[Process | int] | None = None,
+    max_pages: int = 32,
+) -> Graph:
+    """Describe ``kernel``'s state as a :class:`Graph`.
+
+    ``processes`` limits the picture to some processes (objects or pids) and
+    what they reach; by default every process, every live dma-buf and every
+    page with dirty cache lines is drawn.  At most ``max_pages`` PTEs per vma
+    and page-cache pages per address_space get page nodes; the vma and
+    address_space labels still count them all.
+    """
+    if max_pages < 1:
+        raise ValueError(f"max_pages must be >= 1, not {max_pages}")
+    wanted: set[int] | None = None
+    if processes is not None:
+        wanted = {p if isinstance(p, int) else p.pid for p in processes}
+    dirty = _per_page(kernel.cache.dirty)
+    b = _Builder(kernel, max_pages, dirty, _per_page(kernel.cache.lines))
+    for pid in sorted(kernel.processes):
+        if wanted is None or pid in wanted:
+            b.process(kernel.processes[pid])
+    for index, dmabuf in enumerate(kernel.dma_bufs):
+        if wanted is None or (dmabuf.file is not None and id(dmabuf.file) in b.file_ids):
+            b.dma_buf(index, dmabuf)
+    if wanted is None:  # dirty pages nothing drawn leads to (freed, or kernel-only)
+        orphans = sorted(set(dirty) - b.reached)
+        for pfn in orphans[:max_pages]:
+            b.page(pfn)
+    b.page_nodes()
+    shown = len(b.nodes)
+    title = (
+        f"dmabuf_sim state, spec {kernel.spec.name}: {_n(len(kernel.processes), 'process')}"
+        f", {_n(len(kernel.dma_bufs), 'dma-buf')}, {_n(len(kernel.cache.dirty), 'dirty line')}"
+        f" ({LINE_SIZE}-byte), {_n(shown, 'object')} drawn"
+    )
+    return b.build(title)
