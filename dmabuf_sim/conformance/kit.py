@@ -52,6 +52,9 @@ class KitResult:
     steps: str = ""
     """For state-machine failures: the shrunk reproducer as runnable Python."""
     reason: str = ""
+    examples: int = 0
+    steps_run: int = 0
+    """For the state machine: hypothesis examples run and steps taken in total."""
 
     @property
     def rule(self) -> str:
@@ -285,17 +288,21 @@ def _run_machine(
     # Deterministic per (exporter, spec) and independent of earlier runs in this
     # process: the seed is pinned on the machine class (what @hypothesis.seed does).
     seed(zlib.crc32(f"{info.name}/{spec}".encode()))(cls)
+    def counts() -> dict[str, int]:
+        ex = cls.stats["examples"]
+        return {"examples": ex, "steps_run": cls.stats["steps"] - ex}
+
     try:
         run_state_machine_as_test(cls, settings=cfg)  # type: ignore[no-untyped-call,unused-ignore]
     except RuleViolation as exc:
-        return KitResult("state machine", "failed", tuple(exc.findings), _steps(exc))
+        return KitResult("state machine", "failed", tuple(exc.findings), _steps(exc), **counts())
     except UsageError:
         raise
     except Exception as exc:  # the exporter crashed the kernel or raised
         rule = getattr(exc, "rule", "") or "exporter-crash"
         finding = Finding(rule, f"{type(exc).__name__}: {exc}")
-        return KitResult("state machine", "failed", (finding,), _steps(exc))
-    return KitResult("state machine", "passed")
+        return KitResult("state machine", "failed", (finding,), _steps(exc), **counts())
+    return KitResult("state machine", "passed", **counts())
 
 
 def _steps(exc: BaseException) -> str:

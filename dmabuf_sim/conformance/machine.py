@@ -115,6 +115,8 @@ class DmaBufMachine(RuleBasedStateMachine):
 
     exporter: ExporterInfo
     spec: str
+    stats: dict[str, int]
+    """Per machine class: examples run and steps taken (diagnostics for the kit's figures)."""
 
     buffers = Bundle("buffers")
     mappings = Bundle("mappings")
@@ -122,6 +124,7 @@ class DmaBufMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
+        type(self).stats["examples"] += 1
         self.kernel = Kernel(self.spec)
         self.world = World(
             self.kernel, ignores_vm_pgoff=self.exporter.capabilities.ignores_vm_pgoff
@@ -421,6 +424,7 @@ class DmaBufMachine(RuleBasedStateMachine):
     # -- invariants and teardown ----------------------------------------------------------------
     @invariant()
     def sanitizers_hold(self) -> None:
+        type(self).stats["steps"] += 1  # invariants run once at start and after every step
         findings = self.world.check(ALL_CHECKS)
         if findings:
             tail = self.kernel.tracer.events[-8:]
@@ -449,4 +453,5 @@ def make_machine(exporter: ExporterInfo, spec: str) -> type[DmaBufMachine]:
     """A machine class bound to ``exporter`` and ``spec``, named after them."""
     label = exporter.name.rsplit(":", 1)[-1].rsplit(".", 1)[-1]  # MODULE:ATTR -> ATTR
     name = f"DmaBufMachine_{_camel(label)}_{re.sub(r'[^A-Za-z0-9]', '_', spec)}"
-    return type(name, (DmaBufMachine,), {"exporter": exporter, "spec": spec})
+    stats = {"examples": 0, "steps": 0}
+    return type(name, (DmaBufMachine,), {"exporter": exporter, "spec": spec, "stats": stats})

@@ -1,6 +1,9 @@
 """The dma-heap framework: /dev/dma_heap/<name> and DMA_HEAP_IOCTL_ALLOC (dma-heap.c).
 
-``dma_heap_ioctl`` copies the argument in (``EFAULT``), ``dma_heap_ioctl_allocate``
+``dma_heap_ioctl`` maps the command to the kernel's by ``_IOC_NR`` alone (nr >= 1:
+``EINVAL``; type and size are not checked: a shorter struct is zero-extended, a
+command without the read direction gets nothing back), copies the argument in
+(``EFAULT``), ``dma_heap_ioctl_allocate``
 checks it in the kernel's order — ``fd`` must be 0, ``fd_flags`` within
 ``O_ACCMODE|O_CLOEXEC``, ``heap_flags`` within the (empty) valid set, all
 ``EINVAL`` — then ``dma_heap_buffer_alloc`` rounds the length up to pages
@@ -23,12 +26,16 @@ from ..errors import KernelError
 from ..fs import File, FileOperations, Inode
 from ..mm.page_alloc import PAGE_ALIGN
 from ..trace import kernel_function
-from ..uaccess import copy_from_user, copy_to_user
 from ..uapi import (
+    _IOC_DIRSHIFT,
     _IOC_NR,
+    _IOC_READ,
+    _IOC_SIZE,
+    _IOC_WRITE,
     DMA_HEAP_IOCTL_ALLOC,
     DMA_HEAP_VALID_HEAP_FLAGS,
     DmaHeapAllocationData,
+    UapiStruct,
 )
 
 if TYPE_CHECKING:
@@ -37,6 +44,10 @@ if TYPE_CHECKING:
 __all__ = ["DmaHeap", "DmaHeapOps", "dma_heap_add"]
 
 DMA_HEAP_VALID_FD_FLAGS = os.O_CLOEXEC | os.O_ACCMODE
+IOC_IN = _IOC_WRITE << _IOC_DIRSHIFT  # asm-generic/ioctl.h: the user passes data in
+IOC_OUT = _IOC_READ << _IOC_DIRSHIFT  # the kernel writes data back
+DMA_HEAP_IOCTL_CMDS = (DMA_HEAP_IOCTL_ALLOC,)
+"""``dma_heap_ioctl_cmds[]``: the kernel's command for each ioctl nr."""
 
 
 class DmaHeapOps(Protocol):
@@ -78,17 +89,81 @@ def dma_heap_add(kernel: Kernel, name: str, ops: DmaHeapOps, priv: Any = None) -
 
 @kernel_function("dma_heap_ioctl", file="drivers/dma-buf/dma-heap.c")
 def _dma_heap_ioctl(heap: DmaHeap, file: File, cmd: int, arg: Any) -> int:
-    if _IOC_NR(cmd) != _IOC_NR(DMA_HEAP_IOCTL_ALLOC):
+    # dma-heap.c picks the kernel command by _IOC_NR alone and copies
+    # min(user size, ...) in and out according to the direction bits both
+    # commands share: the type byte is never checked, a shorter user struct is
+    # zero-extended, a command without IOC_OUT gets nothing written back.
+    nr = _IOC_NR(cmd)
+    if nr >= len(DMA_HEAP_IOCTL_CMDS):
         return -errno.EINVAL  # nr beyond dma_heap_ioctl_cmds[]
-    if cmd != DMA_HEAP_IOCTL_ALLOC:
-        return -errno.ENOTTY
-    data = copy_from_user(heap.kernel, arg, DmaHeapAllocationData)
-    if isinstance(data, int):
+    kcmd = DMA_HEAP_IOCTL_CMDS[nr]
+    drv_size = _IOC_SIZE(kcmd)
+    out_size = in_size = _IOC_SIZE(cmd)
+    if not cmd & kcmd & IOC_IN:
+        in_size = 0
+    if not cmd & kcmd & IOC_OUT:
+        out_size = 0
+    ksize = max(in_size, out_size, drv_size)
+    kernel = heap.kernel
+    raw = _copy_from_user(kernel, arg, in_size)
+    if isinstance(raw, int):
         return -errno.EFAULT
-    ret = dma_heap_ioctl_allocate(heap, data)
-    if copy_to_user(heap.kernel, arg, data):
-        return -errno.EFAULT
+    kdata = bytearray(raw) + bytes(ksize - in_size)  # zero the difference
+    data = DmaHeapAllocationData.unpack(bytes(kdata[:drv_size]))
+    ret = dma_heap_ioctl_allocate(heap, data)  # the only kcmd: DMA_HEAP_IOCTL_ALLOC
+    kdata[:drv_size] = data.pack()
+    if _copy_to_user(kernel, arg, bytes(kdata[:out_size])):
+        ret = -errno.EFAULT  # the fd stays installed: the kernel does not undo it
     return ret
+
+
+def _copy_from_user(kernel: Kernel, arg: Any, n: int) -> bytes | int:
+    """``copy_from_user(kdata, arg, n)``: the bytes, or -EFAULT.
+
+    ``arg`` is a uapi struct (a pointer to exactly that much memory), read-only
+    ``bytes``, or an address in the current process.  Copying 0 bytes never faults.
+    """
+    if n == 0:
+        return b""
+    if isinstance(arg, UapiStruct):
+        raw = arg.pack()
+    elif isinstance(arg, (bytes, bytearray)):
+        raw = bytes(arg)
+    elif isinstance(arg, int) and not isinstance(arg, bool):
+        return _user_copy(kernel, arg, n, None)
+    else:
+        return -errno.EFAULT
+    return raw[:n] if len(raw) >= n else -errno.EFAULT
+
+
+def _copy_to_user(kernel: Kernel, arg: Any, data: bytes) -> int:
+    """``copy_to_user(arg, kdata, len(data))``: 0, or -EFAULT."""
+    if not data:
+        return 0
+    if isinstance(arg, UapiStruct):
+        raw = bytearray(arg.pack())
+        if len(data) > len(raw):
+            return -errno.EFAULT
+        raw[: len(data)] = data
+        arg.update_from(type(arg).unpack(bytes(raw)))
+        return 0
+    if isinstance(arg, int) and not isinstance(arg, bool):
+        ret = _user_copy(kernel, arg, len(data), data)
+        return ret if isinstance(ret, int) else 0
+    return -errno.EFAULT  # bytes are read-only memory
+
+
+def _user_copy(kernel: Kernel, addr: int, n: int, data: bytes | None) -> bytes | int:
+    from ..errors import Signal
+    from ..mm.memory import user_access
+
+    proc = kernel.current
+    if proc is None or addr <= 0 or addr + n > 1 << 64:
+        return -errno.EFAULT
+    try:
+        return user_access(proc.mm, addr, n, write=data is not None, data=data)
+    except Signal:
+        return -errno.EFAULT  # the exception-table fixup
 
 
 @kernel_function("dma_heap_ioctl_allocate", file="drivers/dma-buf/dma-heap.c")

@@ -1,6 +1,7 @@
 """udmabuf: a dma-buf over the pages of a sealed memfd (drivers/dma-buf/udmabuf.c), §6.3.
 
-``UDMABUF_CREATE`` on ``/dev/udmabuf`` (``udmabuf_create``, 6.12 order):
+``UDMABUF_CREATE`` (one range) or ``UDMABUF_CREATE_LIST`` (up to ``list_limit``
+ranges, concatenated) on ``/dev/udmabuf`` (``udmabuf_create``, 6.12 order):
 offset and size must be page aligned and within ``size_limit_mb``
 (``EINVAL``), the page count non-zero (``EINVAL``); then per memfd: not an
 fd or not shmem → ``EBADFD``; ``F_SEAL_SHRINK`` missing or ``F_SEAL_WRITE``
@@ -22,6 +23,7 @@ buffer is always exported ``O_RDWR``; ``UDMABUF_FLAGS_CLOEXEC`` only sets
 from __future__ import annotations
 
 import errno
+import struct
 from typing import TYPE_CHECKING, Any
 
 from attrs import define, field
@@ -72,7 +74,7 @@ from ..mm.vmalloc import vmap, vunmap
 from ..syscalls import fget
 from ..trace import kernel_function
 from ..uaccess import copy_from_user
-from ..uapi import UDMABUF_CREATE, UDMABUF_FLAGS_CLOEXEC, UdmabufCreate
+from ..uapi import UDMABUF_CREATE, UDMABUF_CREATE_LIST, UDMABUF_FLAGS_CLOEXEC, UdmabufCreate
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
@@ -80,6 +82,7 @@ if TYPE_CHECKING:
 __all__ = ["Udmabuf", "UdmabufDriver"]
 
 SIZE_LIMIT_MB = 64  # module parameter size_limit_mb
+LIST_LIMIT = 1024  # module parameter list_limit
 SEALS_WANTED = F_SEAL_SHRINK
 SEALS_DENIED = F_SEAL_WRITE
 _O_RDWR = 0o2
@@ -219,6 +222,8 @@ class UdmabufDriver:
     def udmabuf_ioctl(self, file: File, cmd: int, arg: Any) -> int:
         if cmd == UDMABUF_CREATE:
             return self.udmabuf_ioctl_create(arg)
+        if cmd == UDMABUF_CREATE_LIST:  # since 4.20, with UDMABUF_CREATE
+            return self.udmabuf_ioctl_create_list(arg)
         return -errno.ENOTTY
 
     def udmabuf_ioctl_create(self, arg: Any) -> int:
@@ -226,6 +231,26 @@ class UdmabufDriver:
         if isinstance(create, int):
             return -errno.EFAULT
         return self.udmabuf_create(create.flags, [(create.memfd, create.offset, create.size)])
+
+    @kernel_function("udmabuf_ioctl_create_list", file="drivers/dma-buf/udmabuf.c")
+    def udmabuf_ioctl_create_list(self, arg: Any) -> int:
+        """``struct udmabuf_create_list { __u32 flags, count; struct udmabuf_create_item
+        list[]; }`` with items ``{ __u32 memfd, __pad; __u64 offset, size; }``: the header
+        is copied (``EFAULT``), ``count > list_limit`` → ``EINVAL``, then the items
+        (``memdup_user``: ``EFAULT``).  ``arg`` is bytes or a user address."""
+        head = _copy_from_user_bytes(self.kernel, arg, 0, 8)
+        if isinstance(head, int):
+            return -errno.EFAULT
+        flags, count = struct.unpack("<II", head)
+        if count > LIST_LIMIT:
+            return -errno.EINVAL
+        raw = _copy_from_user_bytes(self.kernel, arg, 8, 24 * count)
+        if isinstance(raw, int):
+            return -errno.EFAULT
+        items = [
+            (memfd, offset, size) for memfd, _pad, offset, size in struct.iter_unpack("<IIQQ", raw)
+        ]
+        return self.udmabuf_create(flags, items)
 
     @kernel_function("udmabuf_create", file="drivers/dma-buf/udmabuf.c")
     def udmabuf_create(self, flags: int, items: list[tuple[int, int, int]]) -> int:
@@ -285,6 +310,23 @@ class UdmabufDriver:
         if ret < 0:
             dma_buf_put(dmabuf)
         return ret
+
+
+def _copy_from_user_bytes(kernel: Kernel, arg: Any, offset: int, n: int) -> bytes | int:
+    """``n`` bytes at ``arg + offset``: from ``bytes`` or process memory; else -EFAULT."""
+    if n == 0:
+        return b""
+    if isinstance(arg, (bytes, bytearray)):
+        return bytes(arg[offset : offset + n]) if len(arg) >= offset + n else -errno.EFAULT
+    if isinstance(arg, int) and not isinstance(arg, bool) and arg > 0 and kernel.current:
+        from ..errors import Signal
+        from ..mm.memory import user_access
+
+        try:
+            return user_access(kernel.current.mm, arg + offset, n, write=False)
+        except Signal:
+            return -errno.EFAULT
+    return -errno.EFAULT
 
 
 def _check_memfd_seals(memfd: File | None) -> int:
