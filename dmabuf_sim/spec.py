@@ -205,6 +205,29 @@ class Spec:
         "6.12", "R34", "udmabuf sets VM_PFNMAP|VM_DONTEXPAND and uses vmf_insert_pfn"
     )
     udmabuf_prefault: bool = _b("6.13", "", "udmabuf pre-faults the rest of the vma on fault")
+    udmabuf_denies_future_write: bool = _b(
+        "0a16e24e34f2 (Dec 2024; in 6.12.y stable)",
+        "",
+        "udmabuf refuses memfds sealed F_SEAL_FUTURE_WRITE (EINVAL)",
+    )
+
+    # --- DRM (vgem and the GEM shmem helpers) ----------------------------------
+    drm_core_ioctl_count: int = _v(
+        "0xCF in 6.1; 0xD1 since 6.8 (MODE_CLOSEFB); 0xD3 since 6.18 (GEM_CHANGE_HANDLE)",
+        attrs.validators.instance_of(int),
+        "",
+        "DRM_CORE_IOCTL_COUNT: one past the newest core ioctl",
+    )
+    drm_mode_size_dumb: bool = _b(
+        "6.19", "", "dumb buffers sized by drm_mode_size_dumb(); failing dumb ioctls clear outputs"
+    )
+    drm_shmem_import_put_on_success: bool = _b(
+        "6.2", "", "shmem mmap of an import drops its object reference only if dma_buf_mmap worked"
+    )
+    drm_shmem_resv_locking: bool = _b(
+        "6.5", "", "GEM shmem pins and faults under the dma_resv lock; imports clear vm_ops"
+    )
+    drm_shmem_rejects_cow: bool = _b("6.9", "", "GEM shmem mmap refuses MAP_PRIVATE (EINVAL)")
 
     def replace(self, **changes: Any) -> Spec:
         """Return a copy with some behaviours changed (a "what if" kernel).
@@ -284,6 +307,12 @@ _V35 = Spec(
     cma_heap_fault_off_by_one=False,
     udmabuf_pfnmap=False,
     udmabuf_prefault=False,
+    udmabuf_denies_future_write=False,
+    drm_core_ioctl_count=0xCF,
+    drm_mode_size_dumb=False,
+    drm_shmem_import_put_on_success=False,
+    drm_shmem_resv_locking=False,
+    drm_shmem_rejects_cow=False,
 )
 
 # The RFC as posted differs from the merge only in the uninitialised read (R61);
@@ -351,6 +380,12 @@ _V61 = Spec(
     cma_heap_fault_off_by_one=True,
     udmabuf_pfnmap=False,
     udmabuf_prefault=False,
+    udmabuf_denies_future_write=False,
+    drm_core_ioctl_count=0xCF,
+    drm_mode_size_dumb=False,
+    drm_shmem_import_put_on_success=False,
+    drm_shmem_resv_locking=False,
+    drm_shmem_rejects_cow=False,
 )
 
 # 6.12 vs 6.1 (read in the sources; see docs/research-kernel-6.12.md): vmap under the
@@ -366,6 +401,11 @@ _V612 = attrs.evolve(
     cma_heap_pfnmap=True,
     cma_heap_fault_off_by_one=False,
     udmabuf_pfnmap=True,
+    udmabuf_denies_future_write=True,  # the recorded Debian 6.12.117 has the backport
+    drm_core_ioctl_count=0xD1,
+    drm_shmem_import_put_on_success=True,
+    drm_shmem_resv_locking=True,
+    drm_shmem_rejects_cow=True,
 )
 
 # latest = 6.19 (+ the tracepoints merged after it): cache_sgt_mapping gone, the
@@ -379,6 +419,8 @@ _LATEST = attrs.evolve(
     mremap_dontunmap_special_einval=True,
     system_heap_remap_per_chunk=True,
     udmabuf_prefault=True,
+    drm_core_ioctl_count=0xD3,
+    drm_mode_size_dumb=True,
 )
 
 SPECS: Mapping[str, Spec] = MappingProxyType(

@@ -338,7 +338,13 @@ def sys_ioctl(proc: Process, fd: int, cmd: int, arg: Any) -> int:
         proc.files.cloexec.discard(fd)
         return 0
     if cmd == FIONBIO:
-        file.f_flags = file.f_flags | os.O_NONBLOCK if arg else file.f_flags & ~os.O_NONBLOCK
+        # ioctl_fionbio: get_user(on, (int __user *)argp) — the argument is a pointer
+        from .uaccess import get_user_int
+
+        on = get_user_int(proc.kernel, arg)
+        if on is None:
+            return -errno.EFAULT
+        file.f_flags = file.f_flags | os.O_NONBLOCK if on else file.f_flags & ~os.O_NONBLOCK
         return 0
     return vfs_ioctl(file, cmd, arg)
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .kernel import Kernel
     from .uapi import UapiStruct
 
-__all__ = ["copy_from_user", "copy_to_user", "strndup_user"]
+__all__ = ["copy_from_user", "copy_to_user", "get_user_int", "strndup_user"]
 
 S = TypeVar("S", bound="UapiStruct")
 
@@ -103,3 +103,13 @@ def strndup_user(kernel: Kernel, arg: Any, n: int) -> bytes | int:
     if nul < 0:
         return -errno.EINVAL
     return data[:nul]
+
+
+def get_user_int(kernel: Kernel, arg: Any) -> int | None:
+    """``get_user`` of a C ``int`` through pointer ``arg``; None where the kernel gets -EFAULT."""
+    if isinstance(arg, (bytes, bytearray)):
+        return int.from_bytes(arg[:4], "little", signed=True) if len(arg) >= 4 else None
+    if isinstance(arg, int) and not isinstance(arg, bool):
+        data = _read_user(kernel, arg, 4)
+        return None if isinstance(data, int) else int.from_bytes(data, "little", signed=True)
+    return None

@@ -288,21 +288,24 @@ def _run_machine(
     # Deterministic per (exporter, spec) and independent of earlier runs in this
     # process: the seed is pinned on the machine class (what @hypothesis.seed does).
     seed(zlib.crc32(f"{info.name}/{spec}".encode()))(cls)
-    def counts() -> dict[str, int]:
+
+    def result(status: str, findings: tuple[Finding, ...] = (), steps: str = "") -> KitResult:
         ex = cls.stats["examples"]
-        return {"examples": ex, "steps_run": cls.stats["steps"] - ex}
+        return KitResult(
+            "state machine", status, findings, steps, examples=ex, steps_run=cls.stats["steps"] - ex
+        )
 
     try:
         run_state_machine_as_test(cls, settings=cfg)  # type: ignore[no-untyped-call,unused-ignore]
     except RuleViolation as exc:
-        return KitResult("state machine", "failed", tuple(exc.findings), _steps(exc), **counts())
+        return result("failed", tuple(exc.findings), _steps(exc))
     except UsageError:
         raise
     except Exception as exc:  # the exporter crashed the kernel or raised
         rule = getattr(exc, "rule", "") or "exporter-crash"
         finding = Finding(rule, f"{type(exc).__name__}: {exc}")
-        return KitResult("state machine", "failed", (finding,), _steps(exc), **counts())
-    return KitResult("state machine", "passed", **counts())
+        return result("failed", (finding,), _steps(exc))
+    return result("passed")
 
 
 def _steps(exc: BaseException) -> str:

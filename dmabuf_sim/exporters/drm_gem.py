@@ -26,15 +26,14 @@ Simplified: one minor (``card0``), no render node, no master/authentication or
 command encodes; no ``drm_read``/``drm_poll`` events; no flink names; locks are
 not modelled except where a driver takes the ``dma_resv`` lock.
 
-The spec has no named knobs for DRM's own history.  :func:`kernel_since`
-keys the few DRM changes between the modelled kernels on ``Spec.kernel_version``.
+DRM's own history between the modelled kernels is named in the spec
+(``drm_core_ioctl_count``, ``drm_mode_size_dumb``, ``drm_shmem_*``).
 """
 
 from __future__ import annotations
 
 import bisect
 import errno
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -111,7 +110,6 @@ __all__ = [
     "drm_ioctl",
     "drm_mode_size_dumb",
     "drm_vma_node_offset_addr",
-    "kernel_since",
 ]
 
 U32_MAX = 0xFFFF_FFFF
@@ -121,20 +119,6 @@ DRM_FILE_PAGE_OFFSET_START = (0xFFFF_FFFF >> PAGE_SHIFT) + 1
 DRM_FILE_PAGE_OFFSET_SIZE = (0xFFFF_FFFF >> PAGE_SHIFT) * 256
 _IOC_IN = _IOC_WRITE << 30  # asm-generic IOC_IN: the user passes data in
 _IOC_OUT = _IOC_READ << 30  # IOC_OUT: the kernel writes data back
-
-
-def kernel_since(kernel: Kernel, version: str) -> bool:
-    """Does the kernel the spec models include a change first released in ``version``?
-
-    ``Spec.kernel_version`` is ``"6.1"``, ``"6.12"`` or ``"6.19+"``; DRM's history
-    between them (shmem-helper fixes, the dumb-buffer size helper) has no spec knob,
-    so the DRM modules ask this instead.
-    """
-    m = re.match(r"(\d+)\.(\d+)", kernel.spec.kernel_version)
-    if m is None:
-        return False
-    major, minor = (int(x) for x in version.split("."))
-    return (int(m[1]), int(m[2])) >= (major, minor)
 
 
 def _u32(value: int) -> int:
@@ -478,11 +462,7 @@ def _drm_core_ioctl_count(kernel: Kernel) -> int:
     6.1 ends with ``MODE_GETFB2`` (0xCE); 6.12 with ``MODE_CLOSEFB`` (0xD0, 6.8);
     6.19 with ``GEM_CHANGE_HANDLE`` (0xD2, 6.18).
     """
-    if kernel_since(kernel, "6.18"):
-        return 0xD3
-    if kernel_since(kernel, "6.8"):
-        return 0xD1
-    return 0xCF
+    return kernel.spec.drm_core_ioctl_count
 
 
 @kernel_function("drm_ioctl", file="drivers/gpu/drm/drm_ioctl.c")
@@ -799,7 +779,7 @@ def drm_mode_create_dumb(dev: DrmDevice, args: DrmModeCreateDumb, file_priv: Drm
 @kernel_function("drm_mode_create_dumb_ioctl", file="drivers/gpu/drm/drm_dumb_buffers.c")
 def drm_mode_create_dumb_ioctl(dev: DrmDevice, args: DrmModeCreateDumb, file_priv: DrmFile) -> int:
     ret = drm_mode_create_dumb(dev, args, file_priv)
-    if ret and kernel_since(dev.kernel, "6.19"):
+    if ret and dev.kernel.spec.drm_mode_size_dumb:
         # read in the drm_dumb_buffers.c that carries drm_mode_size_dumb()
         args.handle = args.pitch = args.size = 0
     return ret
@@ -814,7 +794,7 @@ def drm_mode_mmap_dumb_ioctl(dev: DrmDevice, args: DrmModeMapDumb, file_priv: Dr
     ret, offset = map_offset(file_priv, dev, args.handle)
     if ret == 0:
         args.offset = offset
-    elif kernel_since(dev.kernel, "6.19"):
+    elif dev.kernel.spec.drm_mode_size_dumb:
         args.offset = 0
     return ret
 

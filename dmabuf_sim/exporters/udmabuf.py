@@ -53,6 +53,7 @@ from ..fs import File, FileOperations, fput
 from ..mm.memory import get_page, put_page, vmf_insert_pfn
 from ..mm.page_alloc import PAGE_MASK, PAGE_SHIFT
 from ..mm.shmem import (
+    F_SEAL_FUTURE_WRITE,
     F_SEAL_SHRINK,
     F_SEAL_WRITE,
     ShmemInfo,
@@ -336,6 +337,9 @@ def _check_memfd_seals(memfd: File | None) -> int:
         return -errno.EBADFD
     info = memfd.f_inode.i_private
     seals = info.seals if isinstance(info, ShmemInfo) else 0
-    if (seals & SEALS_WANTED) != SEALS_WANTED or seals & SEALS_DENIED:
+    denied = SEALS_DENIED
+    if memfd.kernel.spec.udmabuf_denies_future_write:
+        denied |= F_SEAL_FUTURE_WRITE  # 0a16e24e34f2: a future-write seal is a write seal too
+    if (seals & SEALS_WANTED) != SEALS_WANTED or seals & denied:
         return -errno.EINVAL
     return 0

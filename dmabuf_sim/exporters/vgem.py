@@ -37,9 +37,9 @@ two fence ioctls.  Through the DRM core (:mod:`.drm_gem`, :mod:`.drm_prime`):
 Simplified: no madvise/purge (``madv`` stays 0), no shrinker, no huge pages; the
 shmem helper's ``pages_pin_count`` (6.10+) is folded into ``pages_use_count``;
 the 6.1 ``pages_lock`` mutex is not modelled (6.12+ pins and faults under the
-resv lock, which is).  The spec has no knobs for these DRM changes; they are keyed
-on the kernel version (:func:`~.drm_gem.kernel_since`): the 6.2, 6.5 and 6.9 fixes
-are all in v6.12 and latest and none is in v6.1.
+resv lock, which is).  The 6.2, 6.5 and 6.9 fixes are spec behaviours
+(``drm_shmem_import_put_on_success``, ``drm_shmem_resv_locking``,
+``drm_shmem_rejects_cow``): all in v6.12 and latest, none in v6.1.
 """
 
 from __future__ import annotations
@@ -99,7 +99,6 @@ from .drm_gem import (
     drm_gem_vm_close,
     drm_gem_vm_open,
     drm_mode_size_dumb,
-    kernel_since,
 )
 from .drm_prime import drm_prime_gem_destroy
 
@@ -269,7 +268,7 @@ def drm_gem_shmem_fault(vmf: VmFault) -> int:
     num_pages = shmem.size >> PAGE_SHIFT
     # We don't use vmf->pgoff since that has the fake offset
     page_offset = (vmf.address - vma.vm_start) >> PAGE_SHIFT
-    resv = shmem.resv if kernel_since(shmem.kernel, "6.5") else None
+    resv = shmem.resv if shmem.kernel.spec.drm_shmem_resv_locking else None
     if resv is not None:
         resv.lock()
     try:
@@ -340,7 +339,7 @@ def drm_gem_shmem_mmap(obj: DrmGemObject, vma: VmAreaStruct) -> int:
     kernel = shmem.kernel
     if shmem.import_attach is not None:
         assert shmem.dma_buf is not None
-        if not kernel_since(kernel, "6.2"):
+        if not kernel.spec.drm_shmem_import_put_on_success:
             # 6.1: "Drop the reference drm_gem_mmap_obj() acquired." — before the call,
             # so a failing exporter mmap drops it a second time in drm_gem_mmap_obj.
             drm_gem_object_put(shmem)
@@ -349,16 +348,16 @@ def drm_gem_shmem_mmap(obj: DrmGemObject, vma: VmAreaStruct) -> int:
         # "Reset both vm_ops and vm_private_data, so we don't end up with vm_ops pointing
         # to our implementation if the dma-buf backend doesn't set those fields."
         vma.vm_private_data = None
-        if kernel_since(kernel, "6.5"):
+        if kernel.spec.drm_shmem_resv_locking:
             vma.vm_ops = None
         ret = dma_buf_mmap(shmem.dma_buf, vma, 0)
         if not ret:
             drm_gem_object_put(shmem)  # only on success since 6.2
         return ret
-    if kernel_since(kernel, "6.9") and is_cow_mapping(vma.vm_flags):
+    if kernel.spec.drm_shmem_rejects_cow and is_cow_mapping(vma.vm_flags):
         return -errno.EINVAL
     # 6.5+ pins under the resv lock (6.1 used the shmem pages_lock, not modelled)
-    resv = shmem.resv if kernel_since(kernel, "6.5") else None
+    resv = shmem.resv if kernel.spec.drm_shmem_resv_locking else None
     if resv is not None:
         resv.lock()
     try:
@@ -443,7 +442,7 @@ def drm_gem_shmem_create_with_handle(file_priv: DrmFile, dev: DrmDevice, size: i
 @kernel_function("drm_gem_shmem_dumb_create", file=_SHMEM)
 def drm_gem_shmem_dumb_create(file_priv: DrmFile, dev: DrmDevice, args: DrmModeCreateDumb) -> int:
     """Pitch and size per the kernel in force, then a shmem object and its handle."""
-    if kernel_since(dev.kernel, "6.19"):
+    if dev.kernel.spec.drm_mode_size_dumb:
         ret = drm_mode_size_dumb(dev, args, _SHMEM_DUMB_PITCH_ALIGN, 0)
         if ret:
             return ret

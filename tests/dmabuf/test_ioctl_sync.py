@@ -375,12 +375,6 @@ def test_r47_generic_vfs_ioctls_still_work(kit: SimpleNamespace, spec: str) -> N
     assert env.exp.calls == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="syscalls.sys_ioctl treats FIONBIO's argument as the value, but it is an int "
-    "__user * (ioctl_fionbio: get_user(on, argp)): a pointer to 0 must clear O_NONBLOCK and "
-    "an unreadable pointer must fail EFAULT",
-)
 @pytest.mark.parametrize("spec", ["v3.5", "v6.12"])
 def test_fionbio_reads_its_int_through_the_pointer(kit: SimpleNamespace, spec: str) -> None:
     env = kit.new_env(spec)

@@ -109,11 +109,12 @@ def test_cloexec_via_open_fcntl_and_ioctl() -> None:
 
 
 def test_fionbio_toggles_o_nonblock() -> None:
+    """FIONBIO takes an ``int *`` (here: the bytes of the int it points at)."""
     _, p = proc()
     fd = p.open("/dev/simmem", os.O_RDWR)
-    p.ioctl(fd, FIONBIO, 1)
+    p.ioctl(fd, FIONBIO, (1).to_bytes(4, "little"))
     assert p.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK
-    p.ioctl(fd, FIONBIO, 0)
+    p.ioctl(fd, FIONBIO, (0).to_bytes(4, "little"))
     assert not p.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK
 
 
