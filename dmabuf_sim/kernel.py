@@ -93,12 +93,14 @@ class Kernel:
     access_observer: AccessObserver | None = field(repr=False)
     zero_pfn: int
     drivers: dict[str, Any] = field(repr=False)
-    lock_observer: Any = field(repr=False)
-    """Receives lock acquire/release events (the lockdep-like sanitizer), or None."""
     warnings: list[str] = field(repr=False)
     """WARN_ON()s that fired, in order."""
     tainted: bool
     """Set when the kernel oopsed: state after an oops is undefined, as on real hardware."""
+    held_locks: list[str] = field(repr=False)
+    """Locks of lockdep's dma-buf order currently held (see :mod:`dmabuf_sim.lockdep`)."""
+    lock_violations: list[str] = field(repr=False)
+    """Acquisitions against that order (R58)."""
     instruments: list[Any] = field(repr=False)
     """Objects with optional ``on_<event>`` hook methods (see :meth:`emit`)."""
     in_fault: int
@@ -141,12 +143,13 @@ class Kernel:
         self.bad_pages = []
         self.access_observer = None
         self.drivers = {}
-        self.lock_observer = None
         self.warnings = []
         self.tainted = False
         self.clock = 0
         self.in_fault = 0
         self.instruments = []
+        self.held_locks = []
+        self.lock_violations = []
         self.fault_waits = []
         self._timers = []
         self._timer_seq = itertools.count()

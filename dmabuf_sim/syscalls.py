@@ -245,7 +245,10 @@ def ksys_mmap_pgoff(
 def vm_mmap_pgoff(
     proc: Process, file: File | None, addr: int, length: int, prot: int, flags: int, pgoff: int
 ) -> int:
-    ret = proc.mm.do_mmap(file, addr, length, prot, flags, pgoff)
+    from .lockdep import held
+
+    with held(proc.kernel, "mmap_lock"):  # mmap_write_lock_killable
+        ret = proc.mm.do_mmap(file, addr, length, prot, flags, pgoff)
     if ret >= 0 and (flags & (MAP_POPULATE | MAP_NONBLOCK)) == MAP_POPULATE:
         mm_populate(proc, ret, length)
     return ret

@@ -25,8 +25,10 @@ S = TypeVar("S", bound="UapiStruct")
 
 
 def _read_user(kernel: Kernel, addr: int, n: int) -> bytes | int:
+    from .lockdep import might_fault
     from .mm.memory import user_access
 
+    might_fault(kernel)
     proc = kernel.current
     if proc is None or addr == 0 or addr < 0 or addr + n > 1 << 64:
         return -errno.EFAULT
@@ -37,8 +39,10 @@ def _read_user(kernel: Kernel, addr: int, n: int) -> bytes | int:
 
 
 def _write_user(kernel: Kernel, addr: int, data: bytes) -> int:
+    from .lockdep import might_fault
     from .mm.memory import user_access
 
+    might_fault(kernel)
     proc = kernel.current
     if proc is None or addr <= 0:
         return -errno.EFAULT

@@ -88,6 +88,7 @@ ALL_CHECKS = (
     "SAN-VMA-FILE",
     "SAN-OTHER-BUFFER",
     "SAN-REFCOUNT",
+    "R58",
 )
 
 
@@ -105,6 +106,7 @@ class World:
     """The buffer whose domain the harness is changing right now (for SAN-OTHER-BUFFER)."""
     other_zaps: list[Finding] = field(factory=list, repr=False)
     _seen_fault_waits: int = 0
+    _seen_lock_violations: int = 0
     _seen_stale: int = 0
     _probe_dev: Device | None = field(default=None, repr=False)
 
@@ -269,6 +271,13 @@ def _check_refcount(world: World) -> Iterator[Finding]:
             )
 
 
+def _check_lock_order(world: World) -> Iterator[Finding]:
+    found = world.kernel.lock_violations
+    for msg in found[world._seen_lock_violations :]:
+        yield Finding("R58", msg)
+    world._seen_lock_violations = len(found)
+
+
 _CHECKS = {
     "SAN-FREED-PTE": _check_freed_pte,
     "SAN-PTE-IN-BUFFER": _check_pte_in_buffer,
@@ -277,6 +286,7 @@ _CHECKS = {
     "SAN-VMA-FILE": _check_vma_file,
     "SAN-OTHER-BUFFER": _check_other_buffer,
     "SAN-REFCOUNT": _check_refcount,
+    "R58": _check_lock_order,
 }
 
 

@@ -55,17 +55,17 @@ class DmaResv:
         if self.holder is not None:
             raise KernelOops("dma_resv_lock", "recursive dma_resv_lock: the task deadlocks")
         self.holder = owner
-        hook = self.kernel.lock_observer
-        if hook is not None:
-            hook.acquired("dma_resv", self)
+        from ..lockdep import lock_acquire
+
+        lock_acquire(self.kernel, "dma_resv")
 
     def unlock(self) -> None:
         if self.holder is None:
             raise KernelOops("dma_resv_unlock", "unlock of an unlocked dma_resv")
         self.holder = None
-        hook = self.kernel.lock_observer
-        if hook is not None:
-            hook.released("dma_resv", self)
+        from ..lockdep import lock_release
+
+        lock_release(self.kernel, "dma_resv")
 
     def is_locked(self) -> bool:
         return self.holder is not None
