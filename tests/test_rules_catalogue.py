@@ -300,3 +300,17 @@ def test_every_cited_rule_id_exists() -> None:
     assert len(cited) > 100  # the scan does see the suite's citations
     unknown = [f"{f.relative_to(ROOT)}:{line}: {rid}" for f, line, rid in cited if rid not in RULES]
     assert not unknown, "tests cite rule ids the catalogue does not have:\n" + "\n".join(unknown)
+
+
+def test_coverage_page_is_up_to_date() -> None:
+    """docs/coverage.md is generated from the @kernel_function registry."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(  # noqa: PLW1510 - the exit code is asserted
+        [sys.executable, "scripts/gen_coverage.py", "--check"], cwd=root,
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
