@@ -30,7 +30,6 @@ Sections:
 from __future__ import annotations
 
 import argparse
-import gc
 import mmap
 import os
 import platform
@@ -38,7 +37,8 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import dmabuf_sim
@@ -65,6 +65,20 @@ from dmabuf_sim.uapi import (
     UdmabufCreate,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by path
+from _report import (
+    Row,
+    Section,
+    best,
+    format_row,
+    npages_label,
+    page_addrs,
+    print_section,
+    timed,
+    touch_read,
+    touch_write,
+)
+
 __all__ = [
     "GIB_PAGES",
     "PRESETS",
@@ -88,112 +102,6 @@ RUNS = 3
 GIB_PAGES = 1 << 18
 """1 GiB in 4 KiB pages (262,144)."""
 PROT_RW = mmap.PROT_READ | mmap.PROT_WRITE
-
-# -- rows and sections (as in bench_mm.py) ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Row:
-    """One figure: a stable ``key`` (for tests), a label, a value, its unit, the method."""
-
-    key: str
-    label: str
-    value: float
-    unit: str
-    method: str
-
-
-@dataclass
-class Section:
-    title: str
-    rows: list[Row] = field(default_factory=list)
-
-    def add(self, key: str, label: str, value: float, unit: str, method: str) -> None:
-        self.rows.append(Row(key, label, value, unit, method))
-
-    def values(self) -> dict[str, float]:
-        return {r.key: r.value for r in self.rows}
-
-
-_LABEL_W = 50
-_VALUE_W = 13
-_UNIT_W = 9
-
-
-def _fmt(value: float) -> str:
-    if isinstance(value, int):
-        return f"{value:,}"
-    if value == 0:
-        return "0"
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    if abs(value) >= 10:
-        return f"{value:.1f}"
-    if abs(value) >= 0.1:
-        return f"{value:.2f}"
-    return f"{value:.3g}"
-
-
-def format_row(row: Row) -> str:
-    label = row.label if len(row.label) <= _LABEL_W else row.label[: _LABEL_W - 1] + "…"
-    return (
-        f"  {label:<{_LABEL_W}} {_fmt(row.value):>{_VALUE_W}} {row.unit:<{_UNIT_W}} {row.method}"
-    ).rstrip()
-
-
-def _print_section(section: Section) -> None:
-    print(f"\n{section.title}")
-    print(f"  {'-' * _LABEL_W} {'-' * _VALUE_W} {'-' * _UNIT_W} {'-' * 6}")
-    for row in section.rows:
-        print(format_row(row))
-    sys.stdout.flush()
-
-
-# -- timing helpers -----------------------------------------------------------------------------
-
-
-def _timed(fn: Callable[[], object]) -> float:
-    """Seconds ``fn()`` takes, with the cyclic GC off (as timeit does)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        t0 = time.perf_counter()
-        fn()
-        return time.perf_counter() - t0
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _best(run: Callable[[], float], runs: int) -> float:
-    """The minimum of ``runs`` calls of ``run`` (each returns the seconds it measured)."""
-    times = []
-    for _ in range(runs):
-        gc.collect()
-        times.append(run())
-    return min(times)
-
-
-def _npages_label(n: int) -> str:
-    return f"2**{n.bit_length() - 1}" if n >= 1 << 16 and n & (n - 1) == 0 else f"{n:,}"
-
-
-def page_addrs(addr: int, n: int, stride: int = 1) -> range:
-    """Addresses of ``n`` pages from ``addr``, ``stride`` pages apart."""
-    return range(addr, addr + n * stride * PAGE_SIZE, stride * PAGE_SIZE)
-
-
-def _touch_read(proc: Process, addrs: Sequence[int]) -> None:
-    read = proc.read_memory
-    for a in addrs:
-        read(a, 1)
-
-
-def _touch_write(proc: Process, addrs: Sequence[int]) -> None:
-    write = proc.write_memory
-    for a in addrs:
-        write(a, b"\x01")
-
 
 # -- machines: one kernel, one process, one buffer ----------------------------------------------
 
@@ -289,11 +197,11 @@ def bench_faults(*, npages: int = 16384, runs: int = RUNS) -> Section:
         def run(exporter: str = exporter, spec: str = spec, ptes: list[int] = ptes) -> float:
             m = Machine.new(exporter, npages, spec)
             addrs = page_addrs(m.map(), npages)
-            t = _timed(lambda: _touch_read(m.proc, addrs))
+            t = timed(lambda: touch_read(m.proc, addrs))
             ptes.append(m.ptes)
             return t
 
-        t = _best(run, runs)
+        t = best(run, runs)
         sec.add(
             f"faults_per_s[{exporter}]",
             f"{label} ({spec})",
@@ -309,16 +217,16 @@ def bench_faults(*, npages: int = 16384, runs: int = RUNS) -> Section:
     def refault() -> float:
         m = Machine.new("shootdown", npages, SPEC)
         addrs = page_addrs(m.map(), npages)
-        _touch_read(m.proc, addrs)
+        touch_read(m.proc, addrs)
         m.end_cpu_access()  # every page DMA-mapped (device-owned), every PTE zapped
-        t = _timed(lambda: _touch_read(m.proc, addrs))
+        t = timed(lambda: touch_read(m.proc, addrs))
         refault_ptes.append(m.ptes)
         return t
 
     sec.add(
         "refaults_per_s[shootdown]",
         f"shoot-down: re-fault, page device-owned ({SPEC})",
-        npages / _best(refault, runs),
+        npages / best(refault, runs),
         "faults/s",
         "touch all, end_cpu_access (untimed), then time touching all again: cpu_sync_page"
         " invalidates each page",
@@ -331,14 +239,14 @@ def bench_faults(*, npages: int = 16384, runs: int = RUNS) -> Section:
     def prefault() -> float:
         m = Machine.new("udmabuf", npages, "latest")
         addr = m.map()
-        t = _timed(lambda: m.proc.read_memory(addr, 1))
+        t = timed(lambda: m.proc.read_memory(addr, 1))
         pre.append(m.ptes)
         return t
 
     sec.add(
         "prefault_ptes_per_s[udmabuf-latest]",
         "udmabuf latest: one fault pre-faults the vma",
-        npages / _best(prefault, runs),
+        npages / best(prefault, runs),
         "PTEs/s",
         "time of the first read_memory (one fault) / PTEs it left",
     )
@@ -349,7 +257,7 @@ def bench_faults(*, npages: int = 16384, runs: int = RUNS) -> Section:
 
         def eager(exporter: str = exporter, spec: str = spec, out: list[int] = eager_ptes) -> float:
             m = Machine.new(exporter, npages, spec)
-            t = _timed(m.map)
+            t = timed(m.map)
             out.append(m.ptes)
             return t
 
@@ -357,7 +265,7 @@ def bench_faults(*, npages: int = 16384, runs: int = RUNS) -> Section:
         sec.add(
             f"remap_ptes_per_s[{key}]",
             label,
-            npages / _best(eager, runs),
+            npages / best(eager, runs),
             "PTEs/s",
             "time of the mmap call (remap_pfn_range fills every PTE; no fault handler)",
         )
@@ -390,13 +298,13 @@ def _shootdown_cost(
     def run() -> float:
         total = 0.0
         for _ in range(reps):
-            _touch_read(m.proc, refault)
+            touch_read(m.proc, refault)
             before = counter.ptes
-            total += _timed(call)
+            total += timed(call)
             zapped.append(counter.ptes - before)
         return total / reps
 
-    return _best(run, runs), zapped[-1]
+    return best(run, runs), zapped[-1]
 
 
 def bench_shootdown_vs_ptes(
@@ -408,7 +316,7 @@ def bench_shootdown_vs_ptes(
 ) -> Section:
     """end_cpu_access of the shoot-down exporter vs PTEs present, buffer size fixed."""
     sec = Section(
-        f"2. Shoot-down cost vs present PTEs ({_npages_label(npages)}-page shoot-down buffer)"
+        f"2. Shoot-down cost vs present PTEs ({npages_label(npages)}-page shoot-down buffer)"
     )
     for n in present_counts:
         m = Machine.new("shootdown", npages)
@@ -460,7 +368,7 @@ def bench_shootdown_vs_size(
         times[f"faulted-{size}"] = t
         sec.add(
             f"end_us[{size}]",
-            f"end_cpu_access, {_npages_label(size)}-page buffer",
+            f"end_cpu_access, {npages_label(size)}-page buffer",
             t * 1e6,
             "µs",
             f"only the {present} touched pages exist (shmem allocates on fault); zapped {zapped}",
@@ -486,10 +394,10 @@ def bench_shootdown_vs_size(
     for size in sizes:
         m = Machine.new("shootdown", size)
         addr = m.map()
-        t_map = _timed(m.device_map)  # once: it allocates every page of the buffer
+        t_map = timed(m.device_map)  # once: it allocates every page of the buffer
         sec.add(
             f"map_ms[{size}]",
-            f"map_dma_buf of a {_npages_label(size)}-page buffer (once)",
+            f"map_dma_buf of a {npages_label(size)}-page buffer (once)",
             t_map * 1e3,
             "ms",
             "allocates + DMA-maps every page (omap_gem_pin, then the sync): O(buffer)",
@@ -542,7 +450,7 @@ def bench_system_heap_memory(
         t_map = tracemalloc.get_traced_memory()[0]
         ptes_map = len(p.mm.pgtable)
         stride = max(1, npages // touched)
-        _touch_write(p, page_addrs(addr, touched, stride))
+        touch_write(p, page_addrs(addr, touched, stride))
         k.cache.flush_all()  # the dirty lines reach DRAM: now the bytes exist
         t_touch = tracemalloc.get_traced_memory()[0]
     finally:
@@ -634,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         (bench_system_heap_memory, cfg["memory"]),
     ]
     for bench, kwargs in benches:
-        _print_section(bench(**kwargs))
+        print_section(bench(**kwargs))
     print(f"\ntotal runtime: {time.perf_counter() - start:.1f} s")
     return 0
 

@@ -42,8 +42,11 @@ def reproducer(exporter: str, spec: str) -> tuple[str, int, float]:
     report = check_exporter(exporter, spec=spec, scenarios=[])
     elapsed = time.perf_counter() - start
     result = report.results[-1]
-    lines = [x for x in result.steps.splitlines() if x.startswith(("state.", "buffers_",
-                                                                     "mappings_", "children_"))]
+    lines = [
+        x
+        for x in result.steps.splitlines()
+        if x.startswith(("state.", "buffers_", "mappings_", "children_"))
+    ]
     steps = len([x for x in lines if "teardown" not in x])
     return result.rule or "(passed)", steps, elapsed
 
@@ -54,13 +57,22 @@ def main() -> int:
     args = ap.parse_args()
     examples = 20 if args.quick else 100
     repeat = 1 if args.quick else 3
-    print(f"dmabuf_sim kit benchmarks — Python {platform.python_version()},"
-          f" {os.cpu_count()} CPUs{' (quick)' if args.quick else ''}")
+    print(
+        f"dmabuf_sim kit benchmarks — Python {platform.python_version()},"
+        f" {os.cpu_count()} CPUs{' (quick)' if args.quick else ''}"
+    )
     print()
-    print(f"{'state machine (hypothesis, ' + str(examples) + ' examples x 30 steps)':58}"
-          f"{'steps/s':>10}{'steps':>8}")
-    for name, spec in (("system_heap", "v6.12"), ("udmabuf", "v6.12"), ("vgem", "v6.12"),
-                       ("shootdown", "v3.5"), ("simple", "latest")):
+    print(
+        f"{'state machine (hypothesis, ' + str(examples) + ' examples x 30 steps)':58}"
+        f"{'steps/s':>10}{'steps':>8}"
+    )
+    for name, spec in (
+        ("system_heap", "v6.12"),
+        ("udmabuf", "v6.12"),
+        ("vgem", "v6.12"),
+        ("shootdown", "v3.5"),
+        ("simple", "latest"),
+    ):
         rate, steps = steps_per_second(name, spec, examples)
         print(f"  {name + ' [' + spec + ']':56}{rate:10.0f}{steps:8d}", flush=True)
     print()
@@ -69,8 +81,7 @@ def main() -> int:
         secs = whole_kit_seconds(name, spec, repeat)
         print(f"  {name + ' [' + spec + ']':56}{secs:10.2f}", flush=True)
     print()
-    print(f"{'shrunk reproducer of each teaching exporter':44}{'rule':>20}{'steps':>7}"
-          f"{'s':>7}")
+    print(f"{'shrunk reproducer of each teaching exporter':44}{'rule':>20}{'steps':>7}{'s':>7}")
     for name, info in EXPORTERS.items():
         if info.kind != "teaching":
             continue

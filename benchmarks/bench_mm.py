@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import gc
 import mmap
 import os
 import platform
@@ -25,7 +24,8 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 import dmabuf_sim
 from dmabuf_sim import Kernel, Process
@@ -41,6 +41,20 @@ from dmabuf_sim.mm.vma import (
     VmFault,
     VmOperationsStruct,
     vma_pages,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by path
+from _report import (
+    Row,
+    Section,
+    best,
+    format_row,
+    npages_label,
+    page_addrs,
+    print_section,
+    timed,
+    touch_read,
+    touch_write,
 )
 
 __all__ = [
@@ -68,100 +82,6 @@ RUNS = 3
 HUGE_PAGES = 1 << 28
 """A 1 TiB mapping (2**28 pages): the "huge" size of sections 2 and 5."""
 PROT_RW = mmap.PROT_READ | mmap.PROT_WRITE
-
-# -- rows and sections ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Row:
-    """One figure: a stable ``key`` (for tests), a label, a value, its unit, the method."""
-
-    key: str
-    label: str
-    value: float
-    unit: str
-    method: str
-
-
-@dataclass
-class Section:
-    title: str
-    rows: list[Row] = field(default_factory=list)
-
-    def add(self, key: str, label: str, value: float, unit: str, method: str) -> None:
-        self.rows.append(Row(key, label, value, unit, method))
-
-    def values(self) -> dict[str, float]:
-        return {r.key: r.value for r in self.rows}
-
-
-_LABEL_W = 50
-_VALUE_W = 13
-_UNIT_W = 9
-
-
-def _fmt(value: float) -> str:
-    if isinstance(value, int):
-        return f"{value:,}"
-    if value == 0:
-        return "0"
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    if abs(value) >= 10:
-        return f"{value:.1f}"
-    if abs(value) >= 0.1:
-        return f"{value:.2f}"
-    return f"{value:.3g}"
-
-
-def format_row(row: Row) -> str:
-    label = row.label if len(row.label) <= _LABEL_W else row.label[: _LABEL_W - 1] + "…"
-    return (
-        f"  {label:<{_LABEL_W}} {_fmt(row.value):>{_VALUE_W}} {row.unit:<{_UNIT_W}} {row.method}"
-    ).rstrip()
-
-
-def _print_section(section: Section) -> None:
-    print(f"\n{section.title}")
-    print(f"  {'-' * _LABEL_W} {'-' * _VALUE_W} {'-' * _UNIT_W} {'-' * 6}")
-    for row in section.rows:
-        print(format_row(row))
-    sys.stdout.flush()
-
-
-# -- timing helpers ---------------------------------------------------------------
-
-
-def _timed(fn: Callable[[], object]) -> float:
-    """Seconds ``fn()`` takes, with the cyclic GC off (as timeit does)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        t0 = time.perf_counter()
-        fn()
-        return time.perf_counter() - t0
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _best(run: Callable[[], float], runs: int) -> float:
-    """The minimum of ``runs`` calls of ``run`` (each returns the seconds it measured).
-
-    Garbage from the previous run (kernels are full of reference cycles) is
-    collected first, untimed, so runs start alike and memory stays bounded.
-    """
-    times = []
-    for _ in range(runs):
-        gc.collect()
-        times.append(run())
-    return min(times)
-
-
-def _npages_label(n: int) -> str:
-    """``2**28`` for large powers of two, else ``1,000``."""
-    return f"2**{n.bit_length() - 1}" if n >= 1 << 16 and n & (n - 1) == 0 else f"{n:,}"
-
 
 # -- the test driver ----------------------------------------------------------------
 
@@ -255,23 +175,6 @@ class Machine:
         return len(self.proc.mm.pgtable)
 
 
-def _touch_read(proc: Process, addrs: Sequence[int]) -> None:
-    read = proc.read_memory
-    for a in addrs:
-        read(a, 1)
-
-
-def _touch_write(proc: Process, addrs: Sequence[int]) -> None:
-    write = proc.write_memory
-    for a in addrs:
-        write(a, b"\x01")
-
-
-def page_addrs(addr: int, n: int, stride: int = 1) -> range:
-    """Addresses of ``n`` pages from ``addr``, ``stride`` pages apart."""
-    return range(addr, addr + n * stride * PAGE_SIZE, stride * PAGE_SIZE)
-
-
 # -- 1. fault throughput ----------------------------------------------------------------
 
 
@@ -283,13 +186,13 @@ def bench_faults(*, npages: int = 65536, runs: int = RUNS) -> Section:
     def lazy(write: bool) -> float:
         m = Machine.new(npages)
         addrs = page_addrs(m.map(npages), npages)
-        touch = _touch_write if write else _touch_read
-        t = _timed(lambda: touch(m.proc, addrs))
+        touch = touch_write if write else touch_read
+        t = timed(lambda: touch(m.proc, addrs))
         counts["write" if write else "read"] = m.drv.faults
         return t
 
-    t_read = _best(lambda: lazy(False), runs)
-    t_write = _best(lambda: lazy(True), runs)
+    t_read = best(lambda: lazy(False), runs)
+    t_write = best(lambda: lazy(True), runs)
     sec.add(
         "read_faults_per_s",
         "read faults (lazy driver, MAP_SHARED)",
@@ -317,11 +220,11 @@ def bench_faults(*, npages: int = 65536, runs: int = RUNS) -> Section:
     def eager() -> float:
         m = Machine.new(npages, eager=True)
         box: list[int] = []
-        remap["map"] = min(remap.get("map", 1e9), _timed(lambda: box.append(m.map(npages))))
+        remap["map"] = min(remap.get("map", 1e9), timed(lambda: box.append(m.map(npages))))
         remap["ptes"] = m.ptes
-        return _timed(lambda: _touch_read(m.proc, page_addrs(box[0], npages)))
+        return timed(lambda: touch_read(m.proc, page_addrs(box[0], npages)))
 
-    t_loads = _best(eager, runs)
+    t_loads = best(eager, runs)
     sec.add(
         "remap_ptes_per_s",
         "remap_pfn_range in ->mmap (eager PTE fill)",
@@ -348,12 +251,12 @@ def bench_faults(*, npages: int = 65536, runs: int = RUNS) -> Section:
         k = Kernel(SPEC)
         p = k.spawn("bench")
         addr = p.mmap(0, npages * PAGE_SIZE, PROT_RW, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        return _timed(lambda: _touch_write(p, page_addrs(addr, npages)))
+        return timed(lambda: touch_write(p, page_addrs(addr, npages)))
 
     sec.add(
         "anon_faults_per_s",
         "anonymous write faults (MAP_PRIVATE|MAP_ANON)",
-        npages / _best(anon, runs),
+        npages / best(anon, runs),
         "faults/s",
         "write_memory per page: do_anonymous_page allocates an order-0 page",
     )
@@ -379,7 +282,7 @@ def bench_mapping_cost(
                 proc.munmap(proc.mmap(0, length, PROT_RW, mmap.MAP_SHARED, fd, 0), length)
 
         cycle()  # warm up (first-call costs, interned objects)
-        times[npages] = _best(lambda cycle=cycle: _timed(cycle), runs) / reps
+        times[npages] = best(lambda cycle=cycle: timed(cycle), runs) / reps
         tracemalloc.start()
         try:
             before = tracemalloc.get_traced_memory()[0]
@@ -388,7 +291,7 @@ def bench_mapping_cost(
             current, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-        tag = f"{_npages_label(npages)} page{'s' if npages > 1 else ''}"
+        tag = f"{npages_label(npages)} page{'s' if npages > 1 else ''}"
         if npages == HUGE_PAGES:
             tag += " (1 TiB)"
         sec.add(
@@ -453,7 +356,7 @@ def bench_untouched_memory(*, npages: int = 262144, touched: int = 1000) -> Sect
         addr = p.mmap(0, npages * PAGE_SIZE, PROT_RW, mmap.MAP_SHARED, fd, 0)
         t_map = tracemalloc.get_traced_memory()[0]
         stride = max(1, npages // touched)
-        _touch_write(p, page_addrs(addr, touched, stride))
+        touch_write(p, page_addrs(addr, touched, stride))
         k.cache.flush_all()  # write the dirty lines back: the bytes now live in DRAM
         t_touch = tracemalloc.get_traced_memory()[0]
     finally:
@@ -531,7 +434,7 @@ def _faults_with_vmas(nvmas: int, fault_pages: int, out: list[Machine]) -> float
         m.map(1, pgoff=i, addr=top - (i + 1) * PAGE_SIZE, flags=MAP_FIXED)
     addr = m.map(fault_pages, pgoff=nvmas)
     out.append(m)
-    return _timed(lambda: _touch_read(m.proc, page_addrs(addr, fault_pages)))
+    return timed(lambda: touch_read(m.proc, page_addrs(addr, fault_pages)))
 
 
 def bench_faults_vs_vmas(
@@ -545,7 +448,7 @@ def bench_faults_vs_vmas(
     sec = Section(f"4. Fault cost vs number of vmas ({fault_pages:,} read faults in one vma)")
     for nvmas in vma_counts:
         built: list[Machine] = []
-        t = _best(lambda n=nvmas, out=built: _faults_with_vmas(n, fault_pages, out), runs)
+        t = best(lambda n=nvmas, out=built: _faults_with_vmas(n, fault_pages, out), runs)
         m = built[-1]
         sec.add(
             f"faults_per_s[{nvmas}]",
@@ -560,7 +463,7 @@ def bench_faults_vs_vmas(
                 a = m.map(1)
                 m.proc.munmap(a, PAGE_SIZE)
 
-        t_map = _best(lambda cycle=cycle: _timed(cycle), runs) / mmap_reps
+        t_map = best(lambda cycle=cycle: timed(cycle), runs) / mmap_reps
         sec.add(
             f"mmap_us[{nvmas}]",
             f"  mmap+munmap without a hint, {nvmas:,} vmas",
@@ -584,13 +487,13 @@ def zap_cost(
     def run() -> float:
         total = 0.0
         for _ in range(reps):
-            _touch_read(m.proc, refault)  # untimed: make the PTEs present again
-            total += _timed(
+            touch_read(m.proc, refault)  # untimed: make the PTEs present again
+            total += timed(
                 lambda: zapped.append(unmap_mapping_range(mapping, holebegin, holelen, 1))
             )
         return total / reps
 
-    return _best(run, runs), zapped[-1]
+    return best(run, runs), zapped[-1]
 
 
 def bench_unmap_mapping_range(
@@ -619,7 +522,7 @@ def bench_unmap_mapping_range(
         t, zapped = zap_cost(m, refault, 0, 0, reps_for(n), runs)
         sec.add(
             f"a_us[{n}]",
-            f"(a) present PTEs = {n:,}, {_npages_label(huge)}-page vma",
+            f"(a) present PTEs = {n:,}, {npages_label(huge)}-page vma",
             t * 1e6,
             "µs",
             f"{method_all}; zapped {zapped}",
@@ -641,7 +544,7 @@ def bench_unmap_mapping_range(
         t, zapped = zap_cost(m, refault, 0, 0, reps, runs)
         sec.add(
             f"b_us[{size}]",
-            f"(b) {_npages_label(size)}-page vma, {fixed_present} present PTEs",
+            f"(b) {npages_label(size)}-page vma, {fixed_present} present PTEs",
             t * 1e6,
             "µs",
             f"{method_all}; zapped {zapped}",
@@ -650,12 +553,12 @@ def bench_unmap_mapping_range(
     m = Machine.new(huge)
     addr = m.map(huge)
     anon = m.proc.mmap(0, other_ptes * PAGE_SIZE, PROT_RW, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    _touch_write(m.proc, page_addrs(anon, other_ptes))
+    touch_write(m.proc, page_addrs(anon, other_ptes))
     refault = page_addrs(addr, fixed_present, huge // fixed_present)
     t, zapped = zap_cost(m, refault, 0, 0, reps, runs)
     sec.add(
         "b_us_other_ptes",
-        f"(b) {_npages_label(huge)}-page vma, {fixed_present} + {other_ptes:,} elsewhere",
+        f"(b) {npages_label(huge)}-page vma, {fixed_present} + {other_ptes:,} elsewhere",
         t * 1e6,
         "µs",
         f"as above + an anon vma with {other_ptes:,} PTEs outside the hole; zapped {zapped}",
@@ -667,7 +570,7 @@ def bench_unmap_mapping_range(
         target = nvmas // 2
         mapped = range(nvmas) if count > 1 else [target]
         first = {j: m.map(small, pgoff=j * small) for j in mapped}  # vma j: pgoff 16j..16j+15
-        _touch_read(m.proc, list(first.values()))  # one present PTE in every vma
+        touch_read(m.proc, list(first.values()))  # one present PTE in every vma
         if hit_all:
             return zap_cost(m, list(first.values()), 0, 0, reps_for(len(first)), runs)
         hole = (target * small * PAGE_SIZE, small * PAGE_SIZE)
@@ -730,7 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         (bench_unmap_mapping_range, cfg["unmap"]),
     ]
     for bench, kwargs in benches:
-        _print_section(bench(**kwargs))
+        print_section(bench(**kwargs))
     print(f"\ntotal runtime: {time.perf_counter() - start:.1f} s")
     return 0
 

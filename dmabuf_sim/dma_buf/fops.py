@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any
+from typing import Any, TypeVar
 
 from ..device import DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE
 from ..fs import File, fput, get_file
@@ -38,6 +38,8 @@ from ..uapi import (
 from .core import DmaBuf, is_dma_buf_file
 from .dma_fence import DmaFence, dma_fence_array_create
 from .dma_resv import DmaResvUsage, dma_resv_usage_rw
+
+_SyncFileReq = TypeVar("_SyncFileReq", DmaBufExportSyncFile, DmaBufImportSyncFile)
 
 __all__ = [
     "dma_buf_ioctl",
@@ -167,6 +169,19 @@ def dma_buf_set_name(dmabuf: DmaBuf, arg: Any) -> int:
     return 0
 
 
+def _sync_file_request(kernel: Any, arg: Any, cls: type[_SyncFileReq]) -> _SyncFileReq | int:
+    """The checks both sync-file ioctls start with: copy in (-EFAULT), then the flags
+    must be a non-empty subset of READ|WRITE (-EINVAL) (R51)."""
+    req = copy_from_user(kernel, arg, cls)
+    if isinstance(req, int):
+        return -errno.EFAULT
+    if req.flags & ~DMA_BUF_SYNC_RW:
+        return -errno.EINVAL
+    if not req.flags & DMA_BUF_SYNC_RW:
+        return -errno.EINVAL
+    return req
+
+
 @kernel_function("dma_buf_export_sync_file", file="drivers/dma-buf/dma-buf.c")
 def dma_buf_export_sync_file(dmabuf: DmaBuf, arg: Any) -> int:
     """A sync_file fd for the fences a new access of that kind would wait for (R51)."""
@@ -174,13 +189,9 @@ def dma_buf_export_sync_file(dmabuf: DmaBuf, arg: Any) -> int:
     from .sync_file import sync_file_create
 
     kernel = dmabuf.kernel
-    req = copy_from_user(kernel, arg, DmaBufExportSyncFile)
+    req = _sync_file_request(kernel, arg, DmaBufExportSyncFile)
     if isinstance(req, int):
-        return -errno.EFAULT
-    if req.flags & ~DMA_BUF_SYNC_RW:
-        return -errno.EINVAL
-    if not req.flags & DMA_BUF_SYNC_RW:
-        return -errno.EINVAL
+        return req
     task = kernel.current
     assert task is not None and dmabuf.resv is not None
     fd = get_unused_fd_flags(task, os.O_CLOEXEC)
@@ -213,13 +224,9 @@ def dma_buf_import_sync_file(dmabuf: DmaBuf, arg: Any) -> int:
     from .sync_file import sync_file_get_fence
 
     kernel = dmabuf.kernel
-    req = copy_from_user(kernel, arg, DmaBufImportSyncFile)
+    req = _sync_file_request(kernel, arg, DmaBufImportSyncFile)
     if isinstance(req, int):
-        return -errno.EFAULT
-    if req.flags & ~DMA_BUF_SYNC_RW:
-        return -errno.EINVAL
-    if not req.flags & DMA_BUF_SYNC_RW:
-        return -errno.EINVAL
+        return req
     task = kernel.current
     assert task is not None and dmabuf.resv is not None
     fence = sync_file_get_fence(kernel, fdget(task, req.fd))
