@@ -76,7 +76,7 @@ def main() -> int:
         rate, steps = steps_per_second(name, spec, examples)
         print(f"  {name + ' [' + spec + ']':56}{rate:10.0f}{steps:8d}", flush=True)
     print()
-    print(f"{'whole kit, default settings (7 scenarios + 100 examples)':58}{'seconds':>10}")
+    print(f"{'whole kit, default settings (8 scenarios + 100 examples)':58}{'seconds':>10}")
     for name, spec in (("system_heap", "v6.12"), ("udmabuf", "latest"), ("shootdown", "v3.5")):
         secs = whole_kit_seconds(name, spec, repeat)
         print(f"  {name + ' [' + spec + ']':56}{secs:10.2f}", flush=True)

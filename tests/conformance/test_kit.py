@@ -172,7 +172,7 @@ def test_pytest_plugin_runs_the_kit(tmp_path: Path) -> None:
     out = proc.stdout
     assert proc.returncode == 1, out + proc.stderr
     assert "R60 violated" in out
-    assert "7 passed" in out and "1 failed" in out
+    assert "8 passed" in out and "1 failed" in out
 
 
 def test_pytest_plugin_reports_a_bad_factory_as_usage_error(tmp_path: Path) -> None:
@@ -207,7 +207,7 @@ def test_cli_check_exit_codes(tmp_path: Path) -> None:
         tmp_path,
     )
     assert good.returncode == 0, good.stdout + good.stderr
-    assert "8 passed, 0 failed" in good.stdout
+    assert "9 passed, 0 failed" in good.stdout
     bad = _run(
         [
             sys.executable,
