@@ -455,3 +455,52 @@ def make_machine(exporter: ExporterInfo, spec: str) -> type[DmaBufMachine]:
     name = f"DmaBufMachine_{_camel(label)}_{re.sub(r'[^A-Za-z0-9]', '_', spec)}"
     stats = {"examples": 0, "steps": 0}
     return type(name, (DmaBufMachine,), {"exporter": exporter, "spec": spec, "stats": stats})
+
+
+_KINDS = {"buf": "buffers", "a": "buffers", "b": "buffers", "m": "mappings", "child": "children"}
+_CONSUMES = {"munmap": "m", "munmap_middle": "m", "mremap_grow": "m", "exit_child": "child"}
+_TARGET = {
+    "new_buffer": "buffers",
+    "mmap": "mappings",
+    "munmap_middle": "mappings",
+    "mremap_grow": "mappings",
+    "fork": "children",
+}
+
+
+def run_operations(exporter: ExporterInfo, spec: str, ops: Any) -> None:
+    """Replay a list of :class:`~.strategies.Operation` on a fresh machine.
+
+    Raises :class:`RuleViolation` at the first step that breaks a rule (the
+    sanitizers run after every step, the release checks at the end).
+    """
+    from hypothesis.stateful import MultipleResults
+
+    state = make_machine(exporter, spec)()
+    made: dict[str, list[Any]] = {"buffers": [], "mappings": [], "children": []}
+    state.sanitizers_hold()
+    for op in ops:
+        kwargs: dict[str, Any] = {}
+        for key, value in op.args:
+            kind = _KINDS.get(key)
+            if kind is None:
+                kwargs[key] = value
+                continue
+            pool = made[kind]
+            if not pool:
+                break
+            kwargs[key] = pool[int(value) % len(pool)]
+        else:
+            consumed = _CONSUMES.get(op.rule)
+            if consumed is not None:
+                made[_KINDS[consumed]].remove(kwargs[consumed])
+            result = getattr(state, op.rule)(**kwargs)
+            target = _TARGET.get(op.rule)
+            if target is not None:
+                values = result.values if isinstance(result, MultipleResults) else [result]
+                made[target].extend(values)
+            state.sanitizers_hold()
+    state.teardown()
+
+
+__all__ += ["run_operations"]

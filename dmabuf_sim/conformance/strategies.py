@@ -141,3 +141,78 @@ def exporter_names(*, kind: str | None = "reference") -> st.SearchStrategy[str]:
     if not names:
         raise ValueError(f"no exporter of kind {kind!r}; use reference, teaching or None")
     return st.sampled_from(names)
+
+
+# -- whole operation sequences -----------------------------------------------------------
+@frozen
+class Operation:
+    """One step of :func:`run_operations`: a state-machine rule and its arguments.
+
+    Buffers, mappings and children are referred to by index into the ones made
+    so far (taken modulo their number; a step whose objects do not exist yet
+    is skipped), so any list of operations is valid input.
+    """
+
+    rule: str
+    args: tuple[tuple[str, object], ...] = ()
+
+    def __repr__(self) -> str:
+        return f"Operation({self.rule!r}, {dict(self.args)!r})"
+
+
+def _op(rule: str, **args: st.SearchStrategy[object]) -> st.SearchStrategy[Operation]:
+    keys = sorted(args)
+    return st.tuples(*(args[k] for k in keys)).map(
+        lambda vals: Operation(rule, tuple(zip(keys, vals, strict=True)))
+    )
+
+
+def operation_sequences(
+    *, min_size: int = 1, max_size: int = 20, max_pages: int = 4
+) -> st.SearchStrategy[list[Operation]]:
+    """Lists of operations on buffers, mappings, processes and devices.
+
+    Feed them to :func:`dmabuf_sim.conformance.machine.run_operations` with any
+    exporter; shrinking yields the shortest list that breaks a rule.
+
+    >>> operation_sequences(max_size=3).example()            # doctest: +SKIP
+    [Operation('new_buffer', {'pages': 2}), Operation('mmap', {...})]
+    """
+    _check_pages("max_pages", max_pages)
+    if not 1 <= min_size <= max_size:
+        raise ValueError(f"need 1 <= min_size <= max_size, got {min_size} and {max_size}")
+    idx = st.integers(0, 7)
+    offs = st.one_of(st.sampled_from([0, 8, 64, PAGE - 8, PAGE]), st.integers(0, 4 * PAGE))
+    data = st.binary(min_size=1, max_size=16)
+    ops = st.one_of(
+        _op("new_buffer", pages=st.integers(1, max_pages)),
+        _op(
+            "mmap",
+            buf=idx,
+            offset=st.integers(0, max_pages - 1),
+            pages=st.integers(1, max_pages),
+            past_end=st.booleans(),
+        ),
+        _op("munmap", m=idx),
+        _op("munmap_middle", m=idx),
+        _op("mremap_grow", m=idx),
+        _op("mprotect_readonly", m=idx),
+        _op("dup_fd", buf=idx),
+        _op("close_dup", buf=idx),
+        _op("fork"),
+        _op("exit_child", child=idx),
+        _op("child_write", child=idx, m=idx, data=data),
+        _op("cpu_write", m=idx, offset=offs, data=data),
+        _op("cpu_read", m=idx, offset=offs, n=st.integers(1, 16)),
+        _op("device_write", buf=idx, offset=offs, data=data),
+        _op("device_read", buf=idx, offset=offs, n=st.integers(1, 16)),
+        _op("interleaved_access", a=idx, b=idx, data=data),
+        _op("touch_with_device_work_pending", buf=idx),
+    )
+    first = _op("new_buffer", pages=st.integers(1, max_pages))
+    rest = st.lists(ops, min_size=max(0, min_size - 1), max_size=max(0, max_size - 1))
+    # every sequence starts with a buffer, so the operations after it have something to do
+    return st.tuples(first, rest).map(lambda t: [t[0], *t[1]])
+
+
+__all__ += ["Operation", "operation_sequences"]
