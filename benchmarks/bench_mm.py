@@ -469,7 +469,7 @@ def bench_faults_vs_vmas(
             f"  mmap+munmap without a hint, {nvmas:,} vmas",
             t_map * 1e6,
             "µs",
-            f"{mmap_reps} pairs of 1 page; get_unmapped_area walks from the top",
+            f"{mmap_reps} pairs of 1 page; get_unmapped_area from the free-area cache",
         )
     return sec
 

@@ -134,18 +134,45 @@ def _format_ret(ret: Any) -> tuple[Any, str]:
     return _short(ret), ""
 
 
+_ENABLED_TRACERS: set[int] = set()
+"""``id()`` of every :class:`Tracer` that is enabled right now, in any kernel.
+
+While it is empty no :func:`kernel_function` wrapper can have a tracer to report
+to, so wrappers call straight through without looking one up.  Kept by the
+``enabled`` setter hook, ``__attrs_post_init__`` and ``__del__``; the set is only
+mutated, never rebound."""
+
+
+def _enabled_changed(tracer: Tracer, _attribute: object, value: bool) -> bool:
+    """``on_setattr`` hook of :attr:`Tracer.enabled`: keep ``_ENABLED_TRACERS`` in step."""
+    if value:
+        _ENABLED_TRACERS.add(id(tracer))
+    else:
+        _ENABLED_TRACERS.discard(id(tracer))
+    return value
+
+
 @define(slots=True, eq=False)
 class Tracer:
     """Per-kernel event recorder; off by default, on for a kernel or for a block."""
 
     kernel: Kernel = field(repr=False)
-    enabled: bool = False
+    enabled: bool = field(default=False, on_setattr=_enabled_changed)
     events: list[TraceEvent] = field(factory=list, repr=False)
     depth: int = 0
     _seq: int = 0
     _clock: int = 0
     limit: int = 1_000_000
     """Keep at most this many events (oldest dropped); a bounded ring like ftrace's."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.enabled:
+            _ENABLED_TRACERS.add(id(self))
+
+    def __del__(self, _discard: Callable[[int], None] = _ENABLED_TRACERS.discard) -> None:
+        # `_discard` is bound at definition time, so this works during interpreter
+        # teardown too.  The id must go before it can be reused by a new object.
+        _discard(id(self))
 
     def _current(self) -> tuple[int, str]:
         task = self.kernel.current
@@ -202,7 +229,8 @@ def kernel_function(
 
     The owning :class:`~dmabuf_sim.kernel.Kernel` is found as ``.kernel`` of
     the first positional argument that has one (every kernel object does).
-    With tracing off the wrapper costs an attribute lookup or two.
+    While no tracer is enabled anywhere the wrapper only tests one set and calls
+    through; otherwise it looks the tracer up and checks ``enabled``.
     """
 
     def deco(fn: Callable[P, R]) -> Callable[P, R]:
@@ -214,6 +242,8 @@ def kernel_function(
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            if not _ENABLED_TRACERS:
+                return fn(*args, **kwargs)  # no tracer is on anywhere
             tracer = _tracer_of(args)
             if tracer is None or not tracer.enabled:
                 return fn(*args, **kwargs)

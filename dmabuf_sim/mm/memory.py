@@ -172,28 +172,33 @@ def _fault_until_mapped(mm: MmStruct, addr: int, write: bool) -> int:
 @kernel_function("do_user_addr_fault", file="arch/x86/mm/fault.c")
 def do_user_addr_fault(mm: MmStruct, addr: int, write: bool) -> None:
     """The arch fault handler: find the vma, check access, call handle_mm_fault."""
-    kernel = mm.kernel
-    pid = mm.owner.pid if mm.owner is not None else 0
     vma = mm.vma_lookup(addr)
     if vma is None:
-        _deliver(kernel, SIGSEGV(SEGV_MAPERR, addr, pid))
+        _deliver(mm, SIGSEGV(SEGV_MAPERR, addr, _pid(mm)))
     assert vma is not None
     if write:
         if not vma.vm_flags & VM_WRITE:
-            _deliver(kernel, SIGSEGV(SEGV_ACCERR, addr, pid))
+            _deliver(mm, SIGSEGV(SEGV_ACCERR, addr, _pid(mm)))
     elif not vma.vm_flags & (VM_READ | VM_WRITE | VM_EXEC):
-        _deliver(kernel, SIGSEGV(SEGV_ACCERR, addr, pid))
+        _deliver(mm, SIGSEGV(SEGV_ACCERR, addr, _pid(mm)))
     fault = handle_mm_fault(vma, addr, FAULT_FLAG_WRITE if write else 0)
     if fault & VM_FAULT_ERROR:
         if fault & VM_FAULT_OOM:
             raise MemoryError(f"VM_FAULT_OOM at {addr:#x}: the OOM killer would run")
         if fault & VM_FAULT_SIGBUS:
-            _deliver(kernel, SIGBUS(BUS_ADRERR, addr, pid))
-        _deliver(kernel, SIGSEGV(SEGV_ACCERR, addr, pid))
+            _deliver(mm, SIGBUS(BUS_ADRERR, addr, _pid(mm)))
+        _deliver(mm, SIGSEGV(SEGV_ACCERR, addr, _pid(mm)))
 
 
-def _deliver(kernel: Kernel, sig: Signal) -> None:
-    kernel.tracer.event("force_sig_fault", str(sig))
+def _pid(mm: MmStruct) -> int:
+    """The faulting task's pid (only needed once a signal is due)."""
+    return mm.owner.pid if mm.owner is not None else 0
+
+
+def _deliver(mm: MmStruct, sig: Signal) -> None:
+    tracer = mm.kernel.tracer
+    if tracer.enabled:
+        tracer.event("force_sig_fault", str(sig))
     raise sig
 
 
@@ -204,7 +209,7 @@ def handle_mm_fault(vma: VmAreaStruct, address: int, flags: int) -> int:
     While it runs, ``kernel.in_fault`` is raised, so anything that waits for
     device work from a fault handler can be caught (R55).
     """
-    kernel = vma.kernel
+    kernel = vma.vm_mm.kernel
     kernel.in_fault += 1
     try:
         return _handle_pte_fault(vma, address, flags)
@@ -214,19 +219,19 @@ def handle_mm_fault(vma: VmAreaStruct, address: int, flags: int) -> int:
 
 def _handle_pte_fault(vma: VmAreaStruct, address: int, flags: int) -> int:
     mm = vma.vm_mm
-    vpn = address >> PAGE_SHIFT
-    pte = mm.pgtable.entries.get(vpn)
-    write = bool(flags & FAULT_FLAG_WRITE)
+    pte = mm.pgtable.entries.get(address >> PAGE_SHIFT)
     if pte is None:
-        vmf = VmFault(vma, address & PAGE_MASK, vma.linear_page_index(address), flags, address)
-        spec = vma.kernel.spec
-        if vma.vm_ops is None:
+        # linear_page_index(vma, address), inlined (this is the per-fault path)
+        pgoff = ((address - vma.vm_start) >> PAGE_SHIFT) + vma.vm_pgoff
+        vmf = VmFault(vma, address & PAGE_MASK, pgoff, flags, address)
+        ops = vma.vm_ops
+        if ops is None:
             return do_anonymous_page(vmf)
-        if vma.vm_ops.fault is None and spec.fault_without_handler == "anonymous":
+        if ops.fault is None and mm.kernel.spec.fault_without_handler == "anonymous":
             # 2012-era handle_pte_fault: no ->fault means anonymous memory (R31)
             return do_anonymous_page(vmf)
         return do_fault(vmf)
-    if write and not pte & _PAGE_RW:
+    if flags & FAULT_FLAG_WRITE and not pte & _PAGE_RW:
         return do_wp_page(vma, address, pte)
     return 0  # spurious (another thread fixed it up)
 
@@ -267,8 +272,11 @@ def _install_page(vma: VmAreaStruct, vpn: int, page: Page, *, writable: bool) ->
     if writable:
         pte = pte_mkwrite(pte)
     page.mapcount += 1
-    vma.vm_mm.pgtable.set(vpn, pte)
-    vma.kernel.tracer.event("set_pte_at", f"{vpn << PAGE_SHIFT:#x} -> pfn {page.pfn:#x}")
+    mm = vma.vm_mm
+    mm.pgtable.set(vpn, pte)
+    tracer = mm.kernel.tracer
+    if tracer.enabled:
+        tracer.event("set_pte_at", f"{vpn << PAGE_SHIFT:#x} -> pfn {page.pfn:#x}")
 
 
 @kernel_function("do_fault", file="mm/memory.c")
@@ -505,12 +513,17 @@ def remap_pfn_range(vma: VmAreaStruct, addr: int, pfn: int, size: int, prot: int
     table = vma.vm_mm.pgtable
     vpn0 = addr >> PAGE_SHIFT
     npages = (end - addr) >> PAGE_SHIFT
-    for i in range(npages):
-        if table.get(vpn0 + i) is not None:
-            # remap_pte_range: BUG_ON(!pte_none(*pte)) on every version (-EACCES there
-            # only comes from pfn_modify_allowed, which has no counterpart here).
-            raise KernelOops("remap_pte_range", "BUG_ON(!pte_none(*pte))")
-        table.set(vpn0 + i, mk_pte(pfn + i, prot, special=True))
+    # remap_pte_range fills PTEs in order until it meets a present one: fill the
+    # run before the first present PTE in bulk.  mk_pte(pfn + i, ...) is
+    # mk_pte(pfn, ...) + (i << PAGE_SHIFT): the flag bits sit below the pfn.
+    busy = table.first_present(vpn0, vpn0 + npages)
+    run = npages if busy is None else busy - vpn0
+    pte0 = mk_pte(pfn, prot, special=True)
+    table.set_range(vpn0, range(pte0, pte0 + (run << PAGE_SHIFT), PAGE_SIZE))
+    if busy is not None:
+        # remap_pte_range: BUG_ON(!pte_none(*pte)) on every version (-EACCES there
+        # only comes from pfn_modify_allowed, which has no counterpart here).
+        raise KernelOops("remap_pte_range", "BUG_ON(!pte_none(*pte))")
     return 0
 
 

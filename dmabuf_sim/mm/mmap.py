@@ -140,6 +140,11 @@ class MmStruct:
     """``struct mm_struct``: the vmas and the page table of one process.
 
     vmas are kept sorted by ``vm_start``; lookups bisect (``O(log vmas)``).
+
+    Hint-less mmaps search top-down from a *free-area cache* (Linux 2.6's
+    ``mm->free_area_cache`` and ``cached_hole_size``), so the common pattern
+    of allocating downwards costs ``O(log vmas)`` amortised instead of a walk
+    over every vma; see :meth:`get_unmapped_area`.
     """
 
     kernel: Kernel = field(repr=False)
@@ -149,6 +154,16 @@ class MmStruct:
     _vmas: list[VmAreaStruct] = field(factory=list, repr=False)
     mmap_base: int = MMAP_BASE
     dead: bool = False
+    _free_area_cache: int = field(init=False, default=0, repr=False)
+    """Top-down searches may start here: every gap whose top is above it is at
+    most ``_cached_hole_size`` bytes (the invariant; see get_unmapped_area)."""
+    _cached_hole_size: int = field(init=False, default=0, repr=False)
+    _free_area_base: int = field(init=False, default=-1, repr=False)
+    """The ``mmap_base`` the cache was built for; a different base resets it."""
+    visits: int = field(init=False, default=0, repr=False)
+    """Diagnostics counter: vmas the top-down search of get_unmapped_area
+    examined, summed over all calls.  Tests read it to check that a search's
+    cost follows the work done; nothing else depends on it."""
 
     @property
     def map_count(self) -> int:
@@ -225,6 +240,7 @@ class MmStruct:
         del self._vmas[i]
         vma.linked = False
         self._unlink_file(vma)
+        self._free_area_grew(vma.vm_start, vma.vm_end)
 
     def _index(self, vma: VmAreaStruct) -> int:
         i = bisect.bisect_left(self._starts, vma.vm_start)
@@ -237,6 +253,7 @@ class MmStruct:
         in_tree = vma.i_mmap_of is not None
         if in_tree:
             self._unlink_file(vma)
+        old_start, old_end = vma.vm_start, vma.vm_end
         if start != vma.vm_start:
             i = self._index(vma)
             del self._starts[i]
@@ -249,10 +266,34 @@ class MmStruct:
         vma.vm_pgoff = pgoff
         if in_tree:
             self._link_file(vma)
+        if start > old_start:
+            self._free_area_grew(old_start, min(start, old_end))
+        if end < old_end:
+            self._free_area_grew(max(end, old_start), old_end)
 
     # -- address space layout -------------------------------------------------
     def get_unmapped_area(self, file: File | None, addr: int, length: int, flags: int) -> int:
-        """``get_unmapped_area``: a free range, or ``-errno``."""
+        """``get_unmapped_area``: a free range, or ``-errno``.
+
+        Without a usable hint the answer is the top ``length`` bytes of the
+        *highest* gap below ``mmap_base`` (and above ``mmap_min_addr``) that
+        fits — the gap under the vma ``i`` spans ``[max(vm_end of vma i-1,
+        mmap_min_addr), min(vm_start of vma i, mmap_base))``.
+
+        Finding it: ``arch_get_unmapped_area_topdown`` with Linux 2.6's
+        free-area cache, kept exact.  Invariant: every gap whose top is above
+        ``_free_area_cache`` is at most ``_cached_hole_size`` bytes.  So a
+        request longer than that cannot fit above the cache and the search
+        starts there (a bisect); a shorter one searches from ``mmap_base``, as
+        Linux resets ``free_area_cache`` when ``len <= cached_hole_size``.  A
+        search that found a gap moves the cache to the top of that gap and
+        records the largest hole it stepped over; inserting vmas only shrinks
+        gaps, and every vma removal or shrink (:meth:`vma_unlink`,
+        :meth:`vma_adjust`) raises the cache to the top of the gap that grew.
+        The address chosen is therefore exactly the full walk's; the cached
+        search falls back to the full walk if it fails, so failures are the
+        full walk's too.  Allocating top-down costs ``O(log vmas)`` amortised.
+        """
         if length > TASK_SIZE:
             return -errno.ENOMEM
         if flags & MAP_FIXED:
@@ -268,16 +309,86 @@ class MmStruct:
                 addr, addr + length
             ):
                 return addr
+        base = self.mmap_base
+        if self._free_area_base != base:
+            self._free_area_base = self._free_area_cache = base
+            self._cached_hole_size = 0
+        if length <= self._cached_hole_size:
+            # A hole above the cache might fit: search from the base (and forget
+            # the holes above; the search measures them again).
+            self._free_area_cache = base
+            self._cached_hole_size = 0
+        high = self._free_area_cache
+        top, hole = self._search_topdown(high, length, self._cached_hole_size)
+        if top < 0 and high != base:
+            top, hole = self._search_topdown(base, length, 0)
+        if top < 0:
+            return -errno.ENOMEM
+        # Gaps above `top` were all measured (<= hole) or were above the cache.
+        self._free_area_cache = top
+        self._cached_hole_size = hole if top < base else 0
+        return top - length
+
+    def _search_topdown(self, high: int, length: int, hole: int) -> tuple[int, int]:
+        """Walk the gaps below ``high`` downwards (``unmapped_area_topdown``).
+
+        Returns the top of the first gap of at least ``length`` bytes (or -1)
+        and ``hole``, raised to the largest gap stepped over on the way.
+        """
+        starts = self._starts
+        vmas = self._vmas
+        i = bisect.bisect_left(starts, high) - 1  # the highest vma starting below `high`
+        visited = 0
+        while i >= 0 and high - MMAP_MIN_ADDR >= length:
+            vma = vmas[i]
+            visited += 1
+            gap = high - max(vma.vm_end, MMAP_MIN_ADDR)
+            if gap >= length:
+                self.visits += visited
+                return high, hole
+            hole = max(hole, gap)
+            high = vma.vm_start
+            i -= 1
+        self.visits += visited
+        if high - MMAP_MIN_ADDR >= length:
+            return high, hole
+        return -1, hole
+
+    def _free_area_grew(self, start: int, end: int) -> None:
+        """``[start, end)`` became free: raise the free-area cache over the grown gap.
+
+        The gap now holding the range tops out at the next vma's start (or at
+        ``mmap_base``); if that is above the cache, the cache moves up to it so
+        the next cached search sees the gap (``arch_unmap_area_topdown``).
+        """
+        base = self.mmap_base
+        if start >= base or end <= start:
+            return  # gaps above mmap_base are never searched
+        j = bisect.bisect_left(self._starts, end)
+        top = min(self._starts[j], base) if j < len(self._starts) else base
+        if top > self._free_area_cache:
+            self._free_area_cache = top
+            if top >= base:
+                self._cached_hole_size = 0  # no gap is above the base
+
+    def check_free_area_cache(self) -> None:
+        """Assert the free-area cache invariant against a full walk (for tests)."""
+        if self._free_area_base != self.mmap_base:
+            return  # the next search resets the cache
         high = self.mmap_base
         for vma in reversed(self._vmas):
             if vma.vm_start >= high:
                 continue
-            if high - max(vma.vm_end, MMAP_MIN_ADDR) >= length:
-                return high - length
+            gap = high - max(vma.vm_end, MMAP_MIN_ADDR)
+            if high > self._free_area_cache:
+                assert gap <= self._cached_hole_size, (
+                    f"gap {gap:#x} under {high:#x} is above the free-area cache"
+                    f" {self._free_area_cache:#x} but exceeds the cached hole size"
+                    f" {self._cached_hole_size:#x}"
+                )
             high = vma.vm_start
-        if high - MMAP_MIN_ADDR >= length:
-            return high - length
-        return -errno.ENOMEM
+        if high > self._free_area_cache:
+            assert high - MMAP_MIN_ADDR <= self._cached_hole_size
 
     # -- do_mmap --------------------------------------------------------------
     @kernel_function("do_mmap", file="mm/mmap.c")
@@ -458,11 +569,13 @@ class MmStruct:
             else:
                 new_end = end
             self.vma_adjust(prev, prev.vm_start, new_end, prev.vm_pgoff)
-            self.kernel.tracer.event("vma_merge", f"expanded {prev.trace_name()}")
+            if self.kernel.tracer.enabled:
+                self.kernel.tracer.event("vma_merge", f"expanded {prev.trace_name()}")
             return prev
         if can_next and nxt is not None:
             self.vma_adjust(nxt, addr, nxt.vm_end, pgoff)
-            self.kernel.tracer.event("vma_merge", f"expanded {nxt.trace_name()}")
+            if self.kernel.tracer.enabled:
+                self.kernel.tracer.event("vma_merge", f"expanded {nxt.trace_name()}")
             return nxt
         return None
 

@@ -196,16 +196,25 @@ class PhysicalMemory:
 
     # -- queries --------------------------------------------------------------
     def pfn_allocated(self, pfn: int) -> bool:
-        """Is this frame currently owned by someone (buddy block or CMA range)?"""
+        """Is this frame currently owned by someone (buddy block or CMA range)?
+
+        The two regions are disjoint: buddy blocks end at or below
+        ``_buddy_end`` and CMA ranges start at or above it.  So a frame in the
+        CMA region is looked up there alone (one bisect), and only a frame
+        below it tries the buddy orders.
+        """
+        if pfn >= self._buddy_end:
+            starts = self._contig_starts
+            i = bisect.bisect_right(starts, pfn) - 1
+            if i >= 0:
+                start = starts[i]
+                return pfn < start + self._contig[start]
+            return False
         blocks = self._blocks
         for order in range(MAX_ORDER + 1):
             head = pfn & ~((1 << order) - 1)
             if blocks.get(head) == order:
                 return True
-        i = bisect.bisect_right(self._contig_starts, pfn) - 1
-        if i >= 0:
-            start = self._contig_starts[i]
-            return pfn < start + self._contig[start]
         return False
 
     def pfn_to_page(self, pfn: int) -> Page:

@@ -8,13 +8,15 @@ with three touched pages costs three dict entries.
 Cache modes follow Linux's PAT setup: write-back is no bits, write-combining
 is ``_PAGE_PWT``, uncached-minus is ``_PAGE_PCD``, uncached is both.
 
-Simplified: one level instead of four; no huge pages, no swap entries, no
-protection keys.
+Simplified: one flat dict instead of four levels (plus a secondary index of
+populated 512-entry "page-table pages" for range walks); no huge pages, no
+swap entries, no protection keys.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from bisect import bisect_left, insort
+from collections.abc import Iterator, Sequence
 
 from attrs import define, field
 
@@ -28,6 +30,8 @@ __all__ = [
     "PAGE_NONE",
     "PAGE_READONLY",
     "PAGE_SHARED",
+    "PTE_TABLE_SHIFT",
+    "PTRS_PER_PTE",
     "PageTable",
     "cache_mode_name",
     "mk_pte",
@@ -153,36 +157,186 @@ def pte_describe(pte: int) -> str:
     return f"pfn={pte_pfn(pte):#x} " + ",".join(bits)
 
 
+PTE_TABLE_SHIFT = 9
+"""log2 of the vpns one "page-table page" of the range index covers (x86's PTRS_PER_PTE)."""
+PTRS_PER_PTE = 1 << PTE_TABLE_SHIFT
+_DIRECT_PROBE_MAX = 16
+"""Ranges of at most this many pages are walked by probing ``entries`` directly."""
+
+
 @define(eq=False, slots=True)
 class PageTable:
     """One process's PTEs: virtual page number → PTE, present entries only.
 
-    Range operations cost ``O(min(pages in range, present PTEs))``, never the
-    size of the mapping.
+    ``entries`` (vpn → PTE) is the authoritative store: the fault path reads it
+    directly in ``O(1)``.  Beside it lives a secondary index for range walks,
+    shaped like the PMD level of a real page table: the populated
+    "page-table pages" (``vpn >> PTE_TABLE_SHIFT``, 512 vpns each) as a sorted
+    key list, and for each one the sorted list of its present vpns.  So
+    :meth:`iter_range` costs ``O(log tables + tables in range + PTEs in
+    range)`` — never the size of the range, nor PTEs elsewhere in the process.
+
+    Keys may be added to or removed from ``entries`` **only** through
+    :meth:`set` and :meth:`clear`, which keep the index in step.  Changing the
+    value of a key that is already present (say, setting the dirty bit) may
+    write ``entries[vpn]`` directly.
     """
 
     entries: dict[int, int] = field(factory=dict)
+    _tables: dict[int, list[int]] = field(init=False, factory=dict, repr=False)
+    """Page-table page number → its present vpns, ascending."""
+    _table_keys: list[int] = field(init=False, factory=list, repr=False)
+    """The keys of ``_tables``, ascending (bisected by range walks)."""
+    _nindexed: int = field(init=False, default=0, repr=False)
+    visits: int = field(init=False, default=0, repr=False)
+    """Diagnostics counter: page-table pages and PTE slots that :meth:`iter_range`
+    examined, summed over all calls.  Tests read it to check that a walk's cost
+    follows the work done; nothing else depends on it."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.entries:
+            self._reindex()
 
     def get(self, vpn: int) -> int | None:
         return self.entries.get(vpn)
 
     def set(self, vpn: int, pte: int) -> None:
-        self.entries[vpn] = pte
+        entries = self.entries
+        if vpn not in entries:
+            key = vpn >> PTE_TABLE_SHIFT
+            table = self._tables.get(key)
+            if table is None:
+                self._tables[key] = [vpn]
+                insort(self._table_keys, key)
+            elif vpn > table[-1]:
+                table.append(vpn)  # ascending fills (faults, remaps, fork) append
+            else:
+                insort(table, vpn)
+            self._nindexed += 1
+        entries[vpn] = pte
+
+    def set_range(self, start_vpn: int, ptes: Sequence[int]) -> None:
+        """Install ``ptes`` at consecutive vpns from ``start_vpn``, none yet present.
+
+        The bulk form of :meth:`set` for eager fills (``remap_pfn_range``):
+        entries go in ascending order, as a loop of :meth:`set` would put them,
+        for ``O(len(ptes))`` work done in C.  Raises ``ValueError`` (changing
+        nothing) if a PTE in the range is already present.
+        """
+        n = len(ptes)
+        if not n:
+            return
+        end_vpn = start_vpn + n
+        if self.first_present(start_vpn, end_vpn) is not None:
+            raise ValueError(f"set_range over present PTEs in [{start_vpn:#x}, {end_vpn:#x})")
+        self.entries.update(zip(range(start_vpn, end_vpn), ptes, strict=True))
+        tables = self._tables
+        new_keys = []
+        for key in range(start_vpn >> PTE_TABLE_SHIFT, ((end_vpn - 1) >> PTE_TABLE_SHIFT) + 1):
+            lo = max(start_vpn, key << PTE_TABLE_SHIFT)
+            hi = min(end_vpn, (key + 1) << PTE_TABLE_SHIFT)
+            table = tables.get(key)
+            if table is None:
+                tables[key] = list(range(lo, hi))
+                new_keys.append(key)
+            elif table[-1] < lo:
+                table.extend(range(lo, hi))
+            elif hi <= table[0]:
+                table[0:0] = range(lo, hi)
+            else:
+                table.extend(range(lo, hi))
+                table.sort()
+        if new_keys:
+            keys = self._table_keys
+            i = bisect_left(keys, new_keys[0])
+            if i == len(keys) or keys[i] > new_keys[-1]:
+                keys[i:i] = new_keys  # the usual case: no populated table in between
+            else:
+                keys.extend(new_keys)
+                keys.sort()
+        self._nindexed += n
+
+    def first_present(self, start_vpn: int, end_vpn: int) -> int | None:
+        """The lowest present vpn in ``[start_vpn, end_vpn)``, or None (``O(log tables)``)."""
+        for vpn, _pte in self.iter_range(start_vpn, end_vpn):
+            return vpn
+        return None
 
     def clear(self, vpn: int) -> int | None:
-        return self.entries.pop(vpn, None)
+        pte = self.entries.pop(vpn, None)
+        if pte is not None:
+            key = vpn >> PTE_TABLE_SHIFT
+            table = self._tables[key]
+            if len(table) == 1:
+                del self._tables[key]
+                keys = self._table_keys
+                del keys[bisect_left(keys, key)]
+            else:
+                del table[bisect_left(table, vpn)]
+            self._nindexed -= 1
+        return pte
 
     def __len__(self) -> int:
         return len(self.entries)
 
+    def _reindex(self) -> None:
+        """Rebuild the range index from ``entries`` (``O(n log n)``)."""
+        tables: dict[int, list[int]] = {}
+        for vpn in sorted(self.entries):
+            key = vpn >> PTE_TABLE_SHIFT
+            table = tables.get(key)
+            if table is None:
+                tables[key] = [vpn]
+            else:
+                table.append(vpn)
+        self._tables = tables
+        self._table_keys = sorted(tables)
+        self._nindexed = len(self.entries)
+
+    def check_index(self) -> None:
+        """Assert that the range index matches ``entries`` exactly (for tests)."""
+        indexed = [vpn for key in self._table_keys for vpn in self._tables[key]]
+        assert indexed == sorted(self.entries), "page-table range index out of step"
+        assert sorted(self._tables) == self._table_keys
+        assert all(self._tables.values()), "empty page-table page left in the index"
+        assert self._nindexed == len(self.entries)
+
     def iter_range(self, start_vpn: int, end_vpn: int) -> Iterator[tuple[int, int]]:
-        """Present (vpn, pte) pairs with start_vpn <= vpn < end_vpn, ascending."""
+        """Present (vpn, pte) pairs with start_vpn <= vpn < end_vpn, ascending.
+
+        Cost: ``O(log tables + tables in range + PTEs in range)``.  The table
+        may be changed while the iterator is live (callers zap as they go):
+        each vpn's PTE is read when it is reached, and a vpn cleared before
+        then is skipped.
+        """
+        if end_vpn <= start_vpn:
+            return
         entries = self.entries
-        if end_vpn - start_vpn <= len(entries):
+        if end_vpn - start_vpn <= _DIRECT_PROBE_MAX:
+            self.visits += end_vpn - start_vpn
             for vpn in range(start_vpn, end_vpn):
                 pte = entries.get(vpn)
                 if pte is not None:
                     yield vpn, pte
-        else:
-            for vpn in sorted(v for v in entries if start_vpn <= v < end_vpn):
-                yield vpn, entries[vpn]
+            return
+        if self._nindexed != len(entries):
+            self._reindex()  # someone added/removed keys behind set()/clear(): heal
+        keys = self._table_keys
+        first = start_vpn >> PTE_TABLE_SHIFT
+        last = (end_vpn - 1) >> PTE_TABLE_SHIFT
+        lo = bisect_left(keys, first)
+        hi = bisect_left(keys, last + 1, lo)
+        tables = self._tables
+        for key in keys[lo:hi]:
+            table = tables.get(key)
+            self.visits += 1
+            if table is None:
+                continue  # emptied while the iterator was suspended
+            i = bisect_left(table, start_vpn) if key == first else 0
+            j = bisect_left(table, end_vpn, i) if key == last else len(table)
+            vpns = table[i:j]
+            self.visits += len(vpns)
+            for vpn in vpns:
+                pte = entries.get(vpn)
+                if pte is not None:
+                    yield vpn, pte
