@@ -73,11 +73,20 @@ class ShootdownBuffer:
     npages: int
     dev: Device = field(repr=False)
     device_owned: set[int] = field(factory=set, repr=False)
-    """Page indexes currently DMA-mapped for the device (the rest are CPU-owned)."""
+    """Page indexes currently DMA-mapped for the device."""
+    cpu_owned: set[int] = field(factory=set, repr=False)
+    """Allocated pages that are not DMA-mapped.  omapdrm finds them by scanning every
+    page; keeping the set makes a shoot-down cost O(pages the CPU touched) instead,
+    with the same outcome."""
     shootdowns: int = 0
 
     def pfn(self, index: int) -> int:
-        return shmem_read_mapping_page(self.filp.f_inode, index).pfn
+        pages = self.filp.f_mapping.pages
+        fresh = index not in pages
+        pfn = shmem_read_mapping_page(self.filp.f_inode, index).pfn
+        if fresh:
+            self.cpu_owned.add(index)  # a new page is not DMA-mapped: the CPU owns it
+        return pfn
 
     def allocated(self) -> list[int]:
         return sorted(self.filp.f_mapping.pages)
@@ -137,6 +146,7 @@ class ShootdownExporter(DmaBufOps):
         """Take a device-owned page back for the CPU: invalidate its cache lines."""
         if index in buf.device_owned:
             buf.device_owned.discard(index)
+            buf.cpu_owned.add(index)
             dma_unmap_sgtable(buf.dev, SgTable([(buf.pfn(index), 1)]), DMA_BIDIRECTIONAL)
 
     # -- leaving the CPU domain --------------------------------------------------------
@@ -144,10 +154,11 @@ class ShootdownExporter(DmaBufOps):
     def dma_sync_buffer(self, dmabuf: DmaBuf) -> None:
         """Hand every CPU-owned page to the device; if any, zap all user PTEs."""
         buf: ShootdownBuffer = dmabuf.priv
-        dirty = [i for i in buf.allocated() if i not in buf.device_owned]
+        dirty = sorted(buf.cpu_owned)
         for index in dirty:
             dma_map_sgtable(buf.dev, SgTable([(buf.pfn(index), 1)]), DMA_BIDIRECTIONAL)
             buf.device_owned.add(index)
+        buf.cpu_owned.clear()
         if dirty:
             buf.shootdowns += 1
             assert dmabuf.file is not None
