@@ -6,7 +6,10 @@ clock runs, as ``timeit`` does; a figure is the best of a few runs.
 
 from __future__ import annotations
 
+import argparse
 import gc
+import os
+import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +26,7 @@ __all__ = [
     "npages_label",
     "page_addrs",
     "print_section",
+    "run_benchmarks",
     "timed",
     "touch_read",
     "touch_write",
@@ -137,3 +141,35 @@ def touch_write(proc: Process, addrs: Sequence[int]) -> None:
 def page_addrs(addr: int, n: int, stride: int = 1) -> range:
     """Addresses of ``n`` pages from ``addr``, ``stride`` pages apart."""
     return range(addr, addr + n * stride * PAGE_SIZE, stride * PAGE_SIZE)
+
+
+Bench = tuple[Callable[..., "Section"], dict[str, object]]
+
+
+def run_benchmarks(
+    argv: Sequence[str] | None,
+    *,
+    description: str,
+    title: str,
+    spec: str,
+    runs: int,
+    benches: Callable[[str], list[Bench]],
+) -> int:
+    """The shared command line: ``--quick``, a header naming the machine, the sections."""
+    import dmabuf_sim
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (a few seconds)")
+    args = parser.parse_args(argv)
+    mode = "quick" if args.quick else "full"
+    start = time.perf_counter()
+    print(f"dmabuf_sim {dmabuf_sim.__version__} {title} ({mode}), spec {spec!r}")
+    print(
+        f"Python {platform.python_version()} ({platform.python_implementation()}) on"
+        f" {platform.system()} {platform.machine()}, os.cpu_count() = {os.cpu_count()}"
+    )
+    print(f"timings: best of {runs} runs, GC off while timing; memory: tracemalloc")
+    for bench, kwargs in benches(mode):
+        print_section(bench(**kwargs))
+    print(f"\ntotal runtime: {time.perf_counter() - start:.1f} s")
+    return 0

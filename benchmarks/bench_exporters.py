@@ -29,19 +29,15 @@ Sections:
 
 from __future__ import annotations
 
-import argparse
 import mmap
 import os
-import platform
 import sys
-import time
 import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dmabuf_sim
 from dmabuf_sim import Kernel, Process
 from dmabuf_sim.device import DMA_BIDIRECTIONAL, DMA_TO_DEVICE, Device
 from dmabuf_sim.dma_buf import (
@@ -73,7 +69,7 @@ from _report import (
     format_row,
     npages_label,
     page_addrs,
-    print_section,
+    run_benchmarks,
     timed,
     touch_read,
     touch_write,
@@ -523,28 +519,22 @@ PRESETS: dict[str, dict[str, dict[str, object]]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes (a few seconds)")
-    args = parser.parse_args(argv)
-    mode = "quick" if args.quick else "full"
-    cfg = PRESETS[mode]
-    start = time.perf_counter()
-    print(f"dmabuf_sim {dmabuf_sim.__version__} exporter benchmarks ({mode}), spec {SPEC!r}")
-    print(
-        f"Python {platform.python_version()} ({platform.python_implementation()}) on"
-        f" {platform.system()} {platform.machine()}, os.cpu_count() = {os.cpu_count()}"
+    def benches(mode: str) -> list[tuple[Callable[..., Section], dict[str, object]]]:
+        return [
+            (bench_faults, PRESETS[mode]["faults"]),
+            (bench_shootdown_vs_ptes, PRESETS[mode]["ptes"]),
+            (bench_shootdown_vs_size, PRESETS[mode]["size"]),
+            (bench_system_heap_memory, PRESETS[mode]["memory"]),
+        ]
+
+    return run_benchmarks(
+        argv,
+        description=__doc__.splitlines()[0],
+        title="exporter benchmarks",
+        spec=SPEC,
+        runs=RUNS,
+        benches=benches,
     )
-    print(f"timings: best of {RUNS} runs, GC off while timing; memory: tracemalloc")
-    benches: list[tuple[Callable[..., Section], dict[str, object]]] = [
-        (bench_faults, cfg["faults"]),
-        (bench_shootdown_vs_ptes, cfg["ptes"]),
-        (bench_shootdown_vs_size, cfg["size"]),
-        (bench_system_heap_memory, cfg["memory"]),
-    ]
-    for bench, kwargs in benches:
-        print_section(bench(**kwargs))
-    print(f"\ntotal runtime: {time.perf_counter() - start:.1f} s")
-    return 0
 
 
 if __name__ == "__main__":

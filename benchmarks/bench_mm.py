@@ -15,19 +15,15 @@ the structural figures (PTE counts, page counts) without looking at times.
 
 from __future__ import annotations
 
-import argparse
 import errno
 import mmap
 import os
-import platform
 import sys
-import time
 import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import dmabuf_sim
 from dmabuf_sim import Kernel, Process
 from dmabuf_sim.fs import File, FileOperations
 from dmabuf_sim.mm.memory import get_page, remap_pfn_range, unmap_mapping_range
@@ -51,7 +47,7 @@ from _report import (
     format_row,
     npages_label,
     page_addrs,
-    print_section,
+    run_benchmarks,
     timed,
     touch_read,
     touch_write,
@@ -613,29 +609,23 @@ PRESETS: dict[str, dict[str, dict[str, object]]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes (under ~20 s)")
-    args = parser.parse_args(argv)
-    mode = "quick" if args.quick else "full"
-    cfg = PRESETS[mode]
-    start = time.perf_counter()
-    print(f"dmabuf_sim {dmabuf_sim.__version__} mm benchmarks ({mode}), spec {SPEC!r}")
-    print(
-        f"Python {platform.python_version()} ({platform.python_implementation()}) on"
-        f" {platform.system()} {platform.machine()}, os.cpu_count() = {os.cpu_count()}"
+    def benches(mode: str) -> list[tuple[Callable[..., Section], dict[str, object]]]:
+        return [
+            (bench_faults, PRESETS[mode]["faults"]),
+            (bench_mapping_cost, PRESETS[mode]["mapping"]),
+            (bench_untouched_memory, PRESETS[mode]["memory"]),
+            (bench_faults_vs_vmas, PRESETS[mode]["vmas"]),
+            (bench_unmap_mapping_range, PRESETS[mode]["unmap"]),
+        ]
+
+    return run_benchmarks(
+        argv,
+        description=__doc__.splitlines()[0],
+        title="mm benchmarks",
+        spec=SPEC,
+        runs=RUNS,
+        benches=benches,
     )
-    print(f"timings: best of {RUNS} runs, GC off while timing; memory: tracemalloc")
-    benches: list[tuple[Callable[..., Section], dict[str, object]]] = [
-        (bench_faults, cfg["faults"]),
-        (bench_mapping_cost, cfg["mapping"]),
-        (bench_untouched_memory, cfg["memory"]),
-        (bench_faults_vs_vmas, cfg["vmas"]),
-        (bench_unmap_mapping_range, cfg["unmap"]),
-    ]
-    for bench, kwargs in benches:
-        print_section(bench(**kwargs))
-    print(f"\ntotal runtime: {time.perf_counter() - start:.1f} s")
-    return 0
 
 
 if __name__ == "__main__":
