@@ -38,10 +38,14 @@ from ..mm.vma import (
     VmFault,
     VmOperationsStruct,
 )
-from ..mm.vmalloc import vmap, vunmap
 from ..trace import kernel_function
 from .dma_heap import DmaHeap, dma_heap_add
-from .system_heap import SystemHeapBuffer, SystemHeapBufOps
+from .system_heap import (
+    SystemHeapBuffer,
+    SystemHeapBufOps,
+    heap_buffer_vmap,
+    heap_buffer_vunmap,
+)
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
@@ -74,24 +78,11 @@ class CmaHeapBufOps(SystemHeapBufOps):
 
     @kernel_function("cma_heap_vmap", file="drivers/dma-buf/heaps/cma_heap.c")
     def vmap(self, dmabuf: DmaBuf, map: IosysMap) -> int:
-        buffer: CmaHeapBuffer = dmabuf.priv
-        if buffer.vmap_cnt:
-            buffer.vmap_cnt += 1
-        else:
-            pfns = list(range(buffer.first_pfn, buffer.first_pfn + buffer.pagecount))
-            buffer.vaddr = vmap(dmabuf.kernel, pfns)
-            buffer.vmap_cnt = 1
-        map.vaddr = buffer.vaddr
-        return 0
+        return heap_buffer_vmap(dmabuf, map)  # sg_table is [(first_pfn, pagecount)]
 
     @kernel_function("cma_heap_vunmap", file="drivers/dma-buf/heaps/cma_heap.c")
     def vunmap(self, dmabuf: DmaBuf, map: IosysMap) -> None:
-        buffer: CmaHeapBuffer = dmabuf.priv
-        buffer.vmap_cnt -= 1
-        if buffer.vmap_cnt == 0:
-            vunmap(buffer.vaddr)
-            buffer.vaddr = None
-        map.vaddr = None
+        heap_buffer_vunmap(dmabuf, map)
 
     @kernel_function("cma_heap_dma_buf_release", file="drivers/dma-buf/heaps/cma_heap.c")
     def release(self, dmabuf: DmaBuf) -> None:

@@ -71,6 +71,28 @@ class _HeapAttachment:
     mapped: bool = False
 
 
+def heap_buffer_vmap(dmabuf: DmaBuf, map: IosysMap) -> int:
+    """The heaps' counted vmap: map the sg table's pages once, hand out the same address."""
+    buffer: SystemHeapBuffer = dmabuf.priv
+    if buffer.vmap_cnt:
+        buffer.vmap_cnt += 1
+    else:
+        buffer.vaddr = vmap(dmabuf.kernel, list(buffer.sg_table.pfns()))
+        buffer.vmap_cnt = 1
+    map.vaddr = buffer.vaddr
+    return 0
+
+
+def heap_buffer_vunmap(dmabuf: DmaBuf, map: IosysMap) -> None:
+    """The heaps' counted vunmap: the last user unmaps."""
+    buffer: SystemHeapBuffer = dmabuf.priv
+    buffer.vmap_cnt -= 1
+    if buffer.vmap_cnt == 0:
+        vunmap(buffer.vaddr)
+        buffer.vaddr = None
+    map.vaddr = None
+
+
 class SystemHeapBufOps(DmaBufOps):
     """``system_heap_buf_ops``."""
 
@@ -163,23 +185,11 @@ class SystemHeapBufOps(DmaBufOps):
 
     @kernel_function("system_heap_vmap", file="drivers/dma-buf/heaps/system_heap.c")
     def vmap(self, dmabuf: DmaBuf, map: IosysMap) -> int:
-        buffer: SystemHeapBuffer = dmabuf.priv
-        if buffer.vmap_cnt:
-            buffer.vmap_cnt += 1
-        else:
-            buffer.vaddr = vmap(dmabuf.kernel, list(buffer.sg_table.pfns()))
-            buffer.vmap_cnt = 1
-        map.vaddr = buffer.vaddr
-        return 0
+        return heap_buffer_vmap(dmabuf, map)
 
     @kernel_function("system_heap_vunmap", file="drivers/dma-buf/heaps/system_heap.c")
     def vunmap(self, dmabuf: DmaBuf, map: IosysMap) -> None:
-        buffer: SystemHeapBuffer = dmabuf.priv
-        buffer.vmap_cnt -= 1
-        if buffer.vmap_cnt == 0:
-            vunmap(buffer.vaddr)
-            buffer.vaddr = None
-        map.vaddr = None
+        heap_buffer_vunmap(dmabuf, map)
 
     @kernel_function("system_heap_dma_buf_release", file="drivers/dma-buf/heaps/system_heap.c")
     def release(self, dmabuf: DmaBuf) -> None:
