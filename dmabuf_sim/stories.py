@@ -62,6 +62,7 @@ def story_mmap_bounds(k: Kernel) -> dict[str, str]:
         proc, fd = _simple_fd_or_none(k)
     else:
         proc, fd = _simple_fd(k)
+
     def attempt(length: int, off: int) -> str:
         return _outcome(lambda: proc.mmap(0, length, RW, mmap.MAP_SHARED, fd, off) and None)
 

@@ -13,5 +13,10 @@ from dmabuf_sim.mm.memory import remap_pfn_range
 class MyBrokenExporter(MyExporter):
     def mmap(self, dmabuf, vma):
         first, _ = dmabuf.priv.entries[0]
-        return remap_pfn_range(vma, vma.vm_start, first,  # BUG: forgot + vma.vm_pgoff
-                               vma.vm_end - vma.vm_start, vma.vm_page_prot)
+        return remap_pfn_range(
+            vma,
+            vma.vm_start,
+            first,  # BUG: forgot + vma.vm_pgoff
+            vma.vm_end - vma.vm_start,
+            vma.vm_page_prot,
+        )

@@ -24,11 +24,11 @@ class MyExporter(DmaBufOps):
 
     def map_dma_buf(self, attach, direction):
         sgt = attach.dmabuf.priv.copy()
-        dma_map_sgtable(attach.dev, sgt, direction)       # clean the CPU cache for the device
+        dma_map_sgtable(attach.dev, sgt, direction)  # clean the CPU cache for the device
         return sgt
 
     def unmap_dma_buf(self, attach, sgt, direction):
-        dma_unmap_sgtable(attach.dev, sgt, direction)     # invalidate: the device wrote
+        dma_unmap_sgtable(attach.dev, sgt, direction)  # invalidate: the device wrote
 
     def begin_cpu_access(self, dmabuf, direction):
         for a in dmabuf.attachments:
@@ -42,8 +42,9 @@ class MyExporter(DmaBufOps):
 
     def mmap(self, dmabuf, vma):
         first, _ = dmabuf.priv.entries[0]
-        return remap_pfn_range(vma, vma.vm_start, first + vma.vm_pgoff,
-                               vma.vm_end - vma.vm_start, vma.vm_page_prot)
+        return remap_pfn_range(
+            vma, vma.vm_start, first + vma.vm_pgoff, vma.vm_end - vma.vm_start, vma.vm_page_prot
+        )
 
     def release(self, dmabuf):
         first, npages = dmabuf.priv.entries[0]

@@ -310,7 +310,10 @@ def test_coverage_page_is_up_to_date() -> None:
 
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.run(  # noqa: PLW1510 - the exit code is asserted
-        [sys.executable, "scripts/gen_coverage.py", "--check"], cwd=root,
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "scripts/gen_coverage.py", "--check"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr

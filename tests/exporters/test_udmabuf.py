@@ -166,8 +166,9 @@ def test_create_seals(spec: str, seals: int, want: int) -> None:
     assert ret == want if want else ret >= 0
 
 
-@pytest.mark.parametrize(("spec", "want"), [("v6.1", None), ("v6.12", -errno.EINVAL),
-                                           ("latest", -errno.EINVAL)])
+@pytest.mark.parametrize(
+    ("spec", "want"), [("v6.1", None), ("v6.12", -errno.EINVAL), ("latest", -errno.EINVAL)]
+)
 def test_create_denies_f_seal_future_write_since_the_fix(spec: str, want: int | None) -> None:
     """0a16e24e34f2 (Jann Horn, Dec 2024; in 6.12.y stable, so in the recorded 6.12.117):
     a memfd sealed F_SEAL_FUTURE_WRITE is refused like F_SEAL_WRITE; 6.1 accepted it."""
