@@ -29,7 +29,7 @@ from typing import Any, Literal
 import attrs
 from attrs import field, frozen
 
-__all__ = ["SPECS", "Spec", "get_spec", "spec_names"]
+__all__ = ["DEFAULT_SPEC", "SPECS", "Spec", "get_spec", "spec_names"]
 
 # vm_flags bits used by remap_pfn_range_flags (values of include/linux/mm.h).
 _VM_IO = 0x00004000
@@ -427,6 +427,9 @@ SPECS: Mapping[str, Spec] = MappingProxyType(
     {s.name: s for s in (_RFC, _V34, _V35, _V61, _V612, _LATEST)}
 )
 """The built-in specs by name, oldest first."""
+
+DEFAULT_SPEC = "v6.12"
+"""The spec every command and entry point uses unless told otherwise: the newest LTS line."""
 
 
 def spec_names() -> tuple[str, ...]:
