@@ -16,20 +16,42 @@ The built-in specs (see :data:`SPECS`):
 ``rfc-2012``  the RFC as posted (the seed), bugs included;
 ``v3.4``      Linux 3.4, before dma-buf mmap existed;
 ``v3.5``      the patch as merged (3.5 – 3.8);
-``v6.1``, ``v6.12``  those LTS kernels;
-``latest``    v6.19 plus the mainline tracepoints added after it.
+``v5.10``     Debian's 5.10.223 (vgem on its own GEM code; no heaps, no udmabuf);
+``v6.1``      Debian's 6.1.192, stable backports included;
+``v6.12``     the 6.12 LTS line (6.12.117), which 6.13 – 6.18 agree with;
+``v6.19``     6.19.14 (and 7.0.y);
+``latest``    Linux 7.3 (7.3.4): pseudo filesystems are noexec.
+
+A spec models the stable point release distributions ship, not the ``.0``
+release: a fix that reached the stable line is part of the spec, and its field
+metadata names the upstream commit and the stable release that took it.
+:meth:`SpecTable.for_release` maps a release string to its spec::
+
+    >>> SPECS.for_release("6.17.13").name
+    'v6.12'
+    >>> SPECS.for_release("6.12.117+deb12-amd64").name
+    'v6.12'
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from types import MappingProxyType
+import re
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import attrs
 from attrs import field, frozen
 
-__all__ = ["DEFAULT_SPEC", "SPECS", "Spec", "get_spec", "spec_names"]
+__all__ = [
+    "DEFAULT_SPEC",
+    "SPECS",
+    "ReleaseRange",
+    "Spec",
+    "SpecTable",
+    "get_spec",
+    "parse_release",
+    "spec_names",
+]
 
 # vm_flags bits used by remap_pfn_range_flags (values of include/linux/mm.h).
 _VM_IO = 0x00004000
@@ -44,16 +66,33 @@ ErrorFput = Literal["original_file", "vm_file"]
 NoHandler = Literal["anonymous", "sigbus"]
 
 
-def _b(since: str, rules: str = "", doc: str = "") -> Any:
-    """A boolean behaviour field with provenance metadata."""
+def _meta(since: str, rules: str, doc: str, commit: str, stable: str) -> dict[str, str]:
+    return {"since": since, "rules": rules, "doc": doc, "commit": commit, "stable": stable}
+
+
+def _b(since: str, rules: str = "", doc: str = "", *, commit: str = "", stable: str = "") -> Any:
+    """A boolean behaviour field with provenance metadata.
+
+    ``since`` says when the behaviour appeared (or went), ``doc`` what it means in
+    one line; ``commit`` is the upstream commit where one is named and ``stable``
+    the stable release(s) that took it as a backport.
+    """
     return field(
         validator=attrs.validators.instance_of(bool),
-        metadata={"since": since, "rules": rules, "doc": doc},
+        metadata=_meta(since, rules, doc, commit, stable),
     )
 
 
-def _v(since: str, validator: Any, rules: str = "", doc: str = "") -> Any:
-    return field(validator=validator, metadata={"since": since, "rules": rules, "doc": doc})
+def _v(
+    since: str,
+    validator: Any,
+    rules: str = "",
+    doc: str = "",
+    *,
+    commit: str = "",
+    stable: str = "",
+) -> Any:
+    return field(validator=validator, metadata=_meta(since, rules, doc, commit, stable))
 
 
 @frozen
@@ -186,7 +225,78 @@ class Spec:
         " (later only COW mappings)",
     )
     mremap_dontunmap_special_einval: bool = _b(
-        "5.13", "", "MREMAP_DONTUNMAP on VM_DONTEXPAND/VM_PFNMAP vmas → EINVAL"
+        "5.13",
+        "",
+        "MREMAP_DONTUNMAP on VM_DONTEXPAND/VM_PFNMAP vmas → EINVAL",
+        commit="a4609387859f (mm: extend MREMAP_DONTUNMAP to non-anonymous mappings)",
+    )
+    mremap_dontunmap_anon_only: bool = _b(
+        "5.7 until 5.13",
+        "",
+        "MREMAP_DONTUNMAP only moves private anonymous vmas (EINVAL for any other)",
+        commit="e346b3813067 (5.7); lifted by a4609387859f (5.13)",
+    )
+    mremap_vma_lookup_first: bool = _b(
+        "5.16",
+        "",
+        "mremap looks the old vma up (EFAULT) before the MREMAP_FIXED/DONTUNMAP checks",
+        commit="550a7d60bd5e (hugetlb: add support for mremap() for hugetlb backed vma)",
+    )
+    pseudo_fs_noexec: bool = _b(
+        "7.2 (stable 7.1.4, 6.18.y after 6.18.15)",
+        "R7-R9",
+        "init_pseudo() sets SB_I_NOEXEC: mmap(PROT_EXEC) of a dma-buf → EPERM,"
+        " no VM_MAYEXEC so mprotect(+PROT_EXEC) → EACCES",
+        commit="6de2aeffabaa (libfs: set SB_I_NOEXEC and SB_I_NODEV by default in"
+        " init_pseudo(); Fixes 1e7ab6f67824)",
+        stable="7.1.4 (f96b96539f48); 6.18.y July 2026 (b9d45d328fcd)",
+    )
+
+    # --- madvise(2): which advice values madvise_behavior_valid() knows ------------
+    madvise_free: bool = _b("4.5", "", "MADV_FREE (lazy free of private anonymous pages)")
+    madvise_wipeonfork: bool = _b("4.14", "", "MADV_WIPEONFORK / MADV_KEEPONFORK")
+    madvise_cold_pageout: bool = _b("5.4", "", "MADV_COLD / MADV_PAGEOUT")
+    madvise_populate: bool = _b(
+        "5.14",
+        "",
+        "MADV_POPULATE_READ / MADV_POPULATE_WRITE",
+        commit="4ca9b3859dac (mm/madvise: introduce MADV_POPULATE_(READ|WRITE))",
+    )
+    madvise_dontneed_locked: bool = _b(
+        "5.18",
+        "",
+        "MADV_DONTNEED_LOCKED",
+        commit="9457056ac426 (mm: madvise: MADV_DONTNEED_LOCKED)",
+    )
+    madvise_collapse: bool = _b(
+        "6.1",
+        "",
+        "MADV_COLLAPSE (synchronous THP collapse)",
+        commit="7d8faaf15545 (mm/madvise: introduce MADV_COLLAPSE sync hugepage collapse)",
+    )
+    madvise_guard: bool = _b(
+        "6.13",
+        "",
+        "MADV_GUARD_INSTALL / MADV_GUARD_REMOVE (refused on VM_SPECIAL vmas such as dma-bufs)",
+        commit="662df3e5c376 (mm: madvise: implement lightweight guard page mechanism)",
+    )
+
+    # --- the VFS ---------------------------------------------------------------------
+    proc_fdinfo_ino: bool = _b(
+        "5.14",
+        "R49",
+        "/proc/<pid>/fdinfo/<fd> has an ino: line",
+        commit="3845f256a8b5 (procfs/dmabuf: add inode number to /proc/*/fdinfo)",
+    )
+    fallocate_mode_switch: bool = _b(
+        "6.12",
+        "",
+        "vfs_fallocate validates the mode with one switch (EOPNOTSUPP for every bad"
+        " combination; older kernels answer EINVAL for COLLAPSE/INSERT/UNSHARE mixes)",
+        commit="fs: sort out the fallocate mode mess (Christoph Hellwig, Aug 2024)",
+    )
+    falloc_write_zeroes: bool = _b(
+        "6.17", "", "FALLOC_FL_WRITE_ZEROES (0x80) is a known fallocate mode"
     )
 
     # --- reference exporters -------------------------------------------------------
@@ -199,16 +309,28 @@ class Spec:
         "6.8", "R34", "cma heap sets VM_IO|VM_PFNMAP|VM_DONTEXPAND|VM_DONTDUMP, vmf_insert_pfn"
     )
     cma_heap_fault_off_by_one: bool = _b(
-        "until 6.11", "R34", "cma heap fault checks pgoff > pagecount (off by one)"
+        "until 6.11 (fixed in 6.11; stable 6.1.y Sept 2024)",
+        "R34",
+        "cma heap fault checks pgoff > pagecount (off by one)",
+        commit="ea5ff5d351b5 (dma-buf: heaps: Fix off-by-one in CMA heap fault handler;"
+        " T.J. Mercier, Aug 2024)",
+        stable="6.1.y, 6.6.52, 5.15.y, 5.10.y (Sept 2024); in 6.1.192",
     )
     udmabuf_pfnmap: bool = _b(
         "6.12", "R34", "udmabuf sets VM_PFNMAP|VM_DONTEXPAND and uses vmf_insert_pfn"
     )
-    udmabuf_prefault: bool = _b("6.13", "", "udmabuf pre-faults the rest of the vma on fault")
+    udmabuf_prefault: bool = _b(
+        "6.13",
+        "",
+        "udmabuf pre-faults the rest of the vma on fault (invisible to the modelled syscalls)",
+        commit="udmabuf: pre-fault when first page fault (Huan Yang, for 6.13)",
+    )
     udmabuf_denies_future_write: bool = _b(
-        "0a16e24e34f2 (Dec 2024; in 6.12.y stable)",
+        "6.13 (Dec 2024; stable 6.12.y, 6.1.y, Jan 2025)",
         "",
         "udmabuf refuses memfds sealed F_SEAL_FUTURE_WRITE (EINVAL)",
+        commit="0a16e24e34f2 (udmabuf: also check for F_SEAL_FUTURE_WRITE; Jann Horn)",
+        stable="6.12.y, 6.6.y, 6.1.y, 5.15.y, 5.10.y (Jan 2025)",
     )
 
     # --- DRM (vgem and the GEM shmem helpers) ----------------------------------
@@ -219,15 +341,35 @@ class Spec:
         "DRM_CORE_IOCTL_COUNT: one past the newest core ioctl",
     )
     drm_mode_size_dumb: bool = _b(
-        "6.19", "", "dumb buffers sized by drm_mode_size_dumb(); failing dumb ioctls clear outputs"
+        "6.19",
+        "",
+        "dumb buffers sized by drm_mode_size_dumb() (GEM shmem: no pitch alignment, the"
+        " 6.19-rc SZ_8 reverted by 4cbae3748fc4); failing dumb ioctls clear outputs",
     )
     drm_shmem_import_put_on_success: bool = _b(
-        "6.2", "", "shmem mmap of an import drops its object reference only if dma_buf_mmap worked"
+        "6.2 (stable 6.1.y, 5.4.y Dec 2022)",
+        "",
+        "shmem mmap of an import drops its object reference only if dma_buf_mmap worked",
+        commit="24013314be6e (drm/shmem-helper: Remove errant put in error path; CVE-2022-48981)",
+        stable="6.1.y and 5.4.y (Dec 2022)",
     )
     drm_shmem_resv_locking: bool = _b(
         "6.5", "", "GEM shmem pins and faults under the dma_resv lock; imports clear vm_ops"
     )
-    drm_shmem_rejects_cow: bool = _b("6.9", "", "GEM shmem mmap refuses MAP_PRIVATE (EINVAL)")
+    drm_shmem_rejects_cow: bool = _b(
+        "6.9 (stable 6.1.y, 6.6.y mid 2024)",
+        "",
+        "GEM shmem mmap refuses MAP_PRIVATE (EINVAL)",
+        commit="39bc27bd6880 (drm/shmem-helper: Fix BUG_ON() on mmap(PROT_WRITE, MAP_PRIVATE))",
+        stable="6.9.6, 6.6.y, 6.1.y (June 2024); in 6.1.192",
+    )
+    vgem_shmem_helpers: bool = _b(
+        "5.15",
+        "R60",
+        "vgem is built on the GEM shmem helpers (before: its own GEM code, whose PRIME mmap"
+        " maps the shmem file itself)",
+        commit="45d9c8dde4cd (drm/vgem: use shmem helpers)",
+    )
 
     def replace(self, **changes: Any) -> Spec:
         """Return a copy with some behaviours changed (a "what if" kernel).
@@ -313,6 +455,20 @@ _V35 = Spec(
     drm_shmem_import_put_on_success=False,
     drm_shmem_resv_locking=False,
     drm_shmem_rejects_cow=False,
+    vgem_shmem_helpers=False,
+    mremap_dontunmap_anon_only=False,
+    mremap_vma_lookup_first=False,
+    pseudo_fs_noexec=False,
+    madvise_free=False,
+    madvise_wipeonfork=False,
+    madvise_cold_pageout=False,
+    madvise_populate=False,
+    madvise_dontneed_locked=False,
+    madvise_collapse=False,
+    madvise_guard=False,
+    proc_fdinfo_ino=False,
+    fallocate_mode_switch=False,
+    falloc_write_zeroes=False,
 )
 
 # The RFC as posted differs from the merge only in the uninitialised read (R61);
@@ -331,9 +487,13 @@ _V34 = attrs.evolve(
     has_vmap=False,
 )
 
+# Debian's 6.1.192: 6.1 LTS with the stable backports named in the field metadata
+# (the CMA fault off-by-one fixed, GEM shmem refusing COW mappings, the errant put
+# removed, udmabuf refusing F_SEAL_FUTURE_WRITE).  SPECS["v6.1"].replace(...) with
+# those four fields flipped gives the 6.1.0 release.
 _V61 = Spec(
     name="v6.1",
-    kernel_version="6.1",
+    kernel_version="6.1.192",
     config_dma_shared_buffer=True,
     has_config_stubs=False,
     export_info_form=True,
@@ -377,56 +537,238 @@ _V61 = Spec(
     has_udmabuf=True,
     system_heap_remap_per_chunk=False,
     cma_heap_pfnmap=False,
-    cma_heap_fault_off_by_one=True,
+    cma_heap_fault_off_by_one=False,  # stable, Sept 2024
     udmabuf_pfnmap=False,
     udmabuf_prefault=False,
-    udmabuf_denies_future_write=False,
+    udmabuf_denies_future_write=True,  # stable, Jan 2025
     drm_core_ioctl_count=0xCF,
     drm_mode_size_dumb=False,
-    drm_shmem_import_put_on_success=False,
+    drm_shmem_import_put_on_success=True,  # stable, Dec 2022
     drm_shmem_resv_locking=False,
-    drm_shmem_rejects_cow=False,
+    drm_shmem_rejects_cow=True,  # stable, mid 2024: 6.1.192 refuses MAP_PRIVATE
+    vgem_shmem_helpers=True,
+    mremap_dontunmap_anon_only=False,
+    mremap_vma_lookup_first=True,
+    pseudo_fs_noexec=False,
+    madvise_free=True,
+    madvise_wipeonfork=True,
+    madvise_cold_pageout=True,
+    madvise_populate=True,
+    madvise_dontneed_locked=True,
+    madvise_collapse=True,
+    madvise_guard=False,
+    proc_fdinfo_ino=True,
+    fallocate_mode_switch=False,
+    falloc_write_zeroes=False,
 )
 
 # 6.12 vs 6.1 (read in the sources; see docs/research-kernel-6.12.md): vmap under the
 # resv lock (6.2), the file allocated before the dma_buf (6.10), CMA heap PFNMAP (6.8)
 # with the off-by-one fixed (6.11), udmabuf PFNMAP via vmf_insert_pfn (6.12; the
 # pre-fault arrived in 6.13).
+#
+# The recordings of 6.16.12, 6.17.13 and 6.18.15 agree with it on every modelled case:
+# what 6.13-6.18 changed (udmabuf's pre-fault, guard regions, 6.17's multi-vma mremap
+# moves, GEM_CHANGE_HANDLE in 6.18) is not observed by the recorded probes; see
+# docs/kernel-lines.md.
 _V612 = attrs.evolve(
     _V61,
     name="v6.12",
-    kernel_version="6.12",
+    kernel_version="6.12.117",
     vmap_requires_resv_held=True,
     export_file_before_alloc=True,
     cma_heap_pfnmap=True,
-    cma_heap_fault_off_by_one=False,
     udmabuf_pfnmap=True,
-    udmabuf_denies_future_write=True,  # the recorded Debian 6.12.117 has the backport
     drm_core_ioctl_count=0xD1,
-    drm_shmem_import_put_on_success=True,
     drm_shmem_resv_locking=True,
-    drm_shmem_rejects_cow=True,
+    fallocate_mode_switch=True,
 )
 
-# latest = 6.19 (+ the tracepoints merged after it): cache_sgt_mapping gone, the
-# system heap remaps whole sg chunks (Barry Song, 6.19), udmabuf pre-faults (6.13).
-_LATEST = attrs.evolve(
+# Debian's 5.10.223 (July 2024): vgem on its own GEM code (shmem helpers came in
+# 5.15), no sync_file ioctls (6.0), no ino: in fdinfo (5.14), vmap returning a
+# pointer (5.11), mmap_region's error path fputting the original file (5.11),
+# MREMAP_DONTUNMAP for private anonymous vmas only (5.13).  Its config builds
+# neither the dma-heaps nor udmabuf, so neither device exists.
+_V510 = attrs.evolve(
+    _V61,
+    name="v5.10",
+    kernel_version="5.10.223",
+    vmap_returns_errno=False,
+    set_name_ebusy_when_attached=True,
+    has_sync_file_ioctls=False,
+    dma_buf_mmap_swap="restore_on_error",
+    mmap_region_error_fputs="original_file",
+    mremap_dontunmap_special_einval=False,
+    mremap_dontunmap_anon_only=True,
+    mremap_vma_lookup_first=False,
+    has_dma_heaps=False,  # CONFIG_DMABUF_HEAPS is off in Debian's 5.10
+    has_udmabuf=False,  # CONFIG_UDMABUF is off in Debian's 5.10
+    cma_heap_fault_off_by_one=True,  # the stable fix came with 5.10.226
+    udmabuf_denies_future_write=False,  # stable fix of Jan 2025, after 5.10.223
+    drm_shmem_rejects_cow=False,  # the 5.10.y backport came in Nov 2024
+    vgem_shmem_helpers=False,
+    madvise_populate=False,
+    madvise_dontneed_locked=False,
+    madvise_collapse=False,
+    proc_fdinfo_ino=False,
+)
+
+# 6.19.14 (7.0.y agrees): cache_sgt_mapping gone, the system heap remaps whole sg
+# chunks (04c7adb5871a, Barry Song), udmabuf pre-faults (6.13), guard regions
+# (6.13), GEM_CHANGE_HANDLE (6.18), drm_mode_size_dumb() for dumb buffers.
+_V619 = attrs.evolve(
     _V612,
-    name="latest",
-    kernel_version="6.19+",
+    name="v6.19",
+    kernel_version="6.19.14",
     export_checks_cache_sgt_with_pin=False,
-    tracepoints=True,
-    mremap_dontunmap_special_einval=True,
     system_heap_remap_per_chunk=True,
     udmabuf_prefault=True,
     drm_core_ioctl_count=0xD3,
     drm_mode_size_dumb=True,
+    madvise_guard=True,
+    falloc_write_zeroes=True,
 )
 
-SPECS: Mapping[str, Spec] = MappingProxyType(
-    {s.name: s for s in (_RFC, _V34, _V35, _V61, _V612, _LATEST)}
+# latest = Linux 7.3 (7.3.4): the dma-buf tracepoints (7.0) and noexec pseudo
+# filesystems (6de2aeffabaa; in 7.1.y from 7.1.4).
+_LATEST = attrs.evolve(
+    _V619,
+    name="latest",
+    kernel_version="7.3.4",
+    tracepoints=True,
+    pseudo_fs_noexec=True,
 )
-"""The built-in specs by name, oldest first."""
+
+
+_RELEASE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def parse_release(release: str) -> tuple[int, int, int]:
+    """``"6.12.117+deb12-amd64"`` → ``(6, 12, 117)``; ``"6.17"`` → ``(6, 17, 0)``.
+
+    The first ``major.minor[.patch]`` of a ``uname -r`` style string counts;
+    distribution suffixes (``+deb12``, ``-amd64``) are ignored.
+    """
+    if not isinstance(release, str):
+        raise TypeError(f"release must be a str such as '6.12.117', not {type(release).__name__}")
+    m = _RELEASE.match(release.strip())
+    if m is None:
+        raise ValueError(
+            f"release {release!r} is not a kernel release; pass one such as '6.12.117'"
+            " or '6.12.117+deb12-amd64' (what uname -r prints)"
+        )
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
+@frozen
+class ReleaseRange:
+    """Kernel releases ``first`` .. ``last`` (inclusive) that one spec models."""
+
+    first: tuple[int, int, int]
+    last: tuple[int, int, int]
+    spec: str
+    recorded: str = ""
+    """The release recorded on a real machine for this range, if any."""
+    note: str = ""
+
+    def __contains__(self, release: object) -> bool:
+        return isinstance(release, tuple) and self.first <= release <= self.last
+
+    def describe(self) -> str:
+        def fmt(v: tuple[int, int, int], last: bool) -> str:
+            if last and v[2] == _ANY:
+                return f"{v[0]}.{v[1]}.y"
+            return f"{v[0]}.{v[1]}.{v[2]}"
+
+        return f"{fmt(self.first, False)} – {fmt(self.last, True)}"
+
+
+_ANY = 1 << 20  # "every point release of this line"
+
+RELEASES: tuple[ReleaseRange, ...] = (
+    ReleaseRange((3, 4, 0), (3, 4, _ANY), "v3.4", note="dma-buf without mmap"),
+    ReleaseRange((3, 5, 0), (3, 8, _ANY), "v3.5", note="dma-buf mmap as merged"),
+    ReleaseRange(
+        (5, 10, 0),
+        (5, 10, _ANY),
+        "v5.10",
+        "5.10.223",
+        "Debian's config: no heaps, no udmabuf; later 5.10.y took the CMA and COW fixes",
+    ),
+    ReleaseRange(
+        (6, 1, 0),
+        (6, 1, _ANY),
+        "v6.1",
+        "6.1.192",
+        "models 6.1.192; releases before the backports differ in cma_heap_fault_off_by_one,"
+        " drm_shmem_rejects_cow, drm_shmem_import_put_on_success, udmabuf_denies_future_write",
+    ),
+    ReleaseRange(
+        (6, 12, 0),
+        (6, 18, _ANY),
+        "v6.12",
+        "6.12.117, 6.16.12, 6.17.13, 6.18.15",
+        "6.18.y from July 2026 carries the noexec pseudo filesystems (pseudo_fs_noexec)",
+    ),
+    ReleaseRange((6, 19, 0), (7, 0, _ANY), "v6.19", "6.19.14, 7.0.13"),
+    ReleaseRange(
+        (7, 1, 0),
+        (7, 1, 3),
+        "v6.19",
+        note="before the noexec backport (7.1.4)",
+    ),
+    ReleaseRange((7, 1, 4), (7, 3, _ANY), "latest", "7.1.13, 7.2.13, 7.3.4"),
+)
+"""Which spec models which releases: data, consulted by :meth:`SpecTable.for_release`."""
+
+
+class SpecTable(Mapping[str, Spec]):
+    """The built-in specs by name (oldest first) and the releases each one models."""
+
+    __slots__ = ("_releases", "_specs")
+
+    def __init__(self, specs: tuple[Spec, ...], releases: tuple[ReleaseRange, ...]) -> None:
+        self._specs = {s.name: s for s in specs}
+        self._releases = releases
+        for r in releases:
+            if r.spec not in self._specs:
+                raise ValueError(f"release range {r.describe()} names unknown spec {r.spec!r}")
+
+    def __getitem__(self, name: str) -> Spec:
+        return self._specs[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def __repr__(self) -> str:
+        return f"SpecTable({', '.join(self._specs)})"
+
+    @property
+    def releases(self) -> tuple[ReleaseRange, ...]:
+        return self._releases
+
+    def release_range(self, release: str) -> ReleaseRange:
+        """The :class:`ReleaseRange` holding ``release`` (``ValueError`` if none does)."""
+        version = parse_release(release)
+        for r in self._releases:
+            if version in r:
+                return r
+        modelled = ", ".join(r.describe() for r in self._releases)
+        raise ValueError(
+            f"no built-in spec models Linux {release}; the modelled releases are {modelled}."
+            " Build one with SPECS[name].replace(...)"
+        )
+
+    def for_release(self, release: str) -> Spec:
+        """The spec that models ``release`` (a ``uname -r`` string such as ``"6.17.13"``)."""
+        return self._specs[self.release_range(release).spec]
+
+
+SPECS: SpecTable = SpecTable((_RFC, _V34, _V35, _V510, _V61, _V612, _V619, _LATEST), RELEASES)
+"""The built-in specs by name, oldest first; ``SPECS.for_release("6.17.13")`` by release."""
 
 DEFAULT_SPEC = "v6.12"
 """The spec every command and entry point uses unless told otherwise: the newest LTS line."""

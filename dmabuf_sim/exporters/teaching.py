@@ -248,7 +248,8 @@ class WaitsInFault(SimpleExporter):
     defect = "waits on device work inside its fault handler"
     rules = ("R55", "SEED-NO-FAULT-SYNC")
     fails = ("no-wait-in-fault",)
-    fails_on = ("v6.1", "v6.12", "latest")  # implicit fences need a dma_resv (3.17+)
+    # implicit fences need a dma_resv (3.17+): every spec after v3.5
+    fails_on = ("v5.10", "v6.1", "v6.12", "v6.19", "latest")
 
     @kernel_function("waits_in_fault_mmap", file="(teaching exporter)")
     def mmap(self, dmabuf: DmaBuf, vma: VmAreaStruct) -> int:

@@ -15,7 +15,7 @@ from dmabuf_sim.errors import KernelError
 from dmabuf_sim.fs import FMODE_READ, FMODE_WRITE, S_IFREG
 from dmabuf_sim.spec import SPECS
 
-ALL = ["rfc-2012", "v3.4", "v3.5", "v6.1", "v6.12", "latest"]
+ALL = ["rfc-2012", "v3.4", "v3.5", "v5.10", "v6.1", "v6.12", "v6.19", "latest"]
 OLD = ["rfc-2012", "v3.4", "v3.5"]
 MODERN = ["v6.1", "v6.12", "latest"]
 PAGE = 4096

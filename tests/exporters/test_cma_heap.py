@@ -21,8 +21,12 @@ from dmabuf_sim.dma_buf.core import DmaBuf
 from dmabuf_sim.errors import BUS_ADRERR, SIGBUS, KernelOops
 from dmabuf_sim.mm.pgtable import pte_pfn, pte_special
 from dmabuf_sim.mm.vma import VM_DONTDUMP, VM_DONTEXPAND, VM_IO, VM_MIXEDMAP, VM_PFNMAP
+from dmabuf_sim.spec import SPECS, Spec
 from dmabuf_sim.uapi import DMA_HEAP_IOCTL_ALLOC, DmaHeapAllocationData
 
+# 6.1.0 as released: the off-by-one reached 6.1.y's fix only in Sept 2024 (ea5ff5d351b5),
+# so v6.1 (6.1.192) no longer has it.
+V61_0 = SPECS["v6.1"].replace(name="v6.1.0", cma_heap_fault_off_by_one=True)
 MODERN = ["v6.1", "v6.12", "latest"]
 FIXED = ["v6.12", "latest"]
 PAGE = 4096
@@ -31,7 +35,7 @@ MREMAP_MAYMOVE = 1
 PFNMAP_FLAGS = VM_IO | VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP
 
 
-def _buffer(spec: str, pages: int = 4) -> tuple[Kernel, Process, int, DmaBuf]:
+def _buffer(spec: str | Spec, pages: int = 4) -> tuple[Kernel, Process, int, DmaBuf]:
     k = Kernel(spec)
     p = k.spawn("cma")
     heap = p.open("/dev/dma_heap/reserved", os.O_RDONLY | os.O_CLOEXEC)
@@ -126,7 +130,7 @@ def test_r34_v61_growth_succeeds_and_the_first_page_past_the_end_oopses() -> Non
     """R34 (v6.1): without VM_DONTEXPAND mremap may grow the vma past the buffer; the fault at
     ``pgoff == pagecount`` passes the off-by-one check ``pgoff > pagecount`` and reads
     ``buffer->pages[pagecount]``, past the array (a KASAN slab-out-of-bounds: KernelOops)."""
-    k, p, fd, _d = _buffer("v6.1")
+    k, p, fd, _d = _buffer(V61_0)
     addr = p.mmap(0, 4 * PAGE, RW, mmap.MAP_SHARED, fd, 0)
     new = p.mremap(addr, 4 * PAGE, 6 * PAGE, MREMAP_MAYMOVE)
     assert p.mm.vma_lookup(new).vm_end - new == 6 * PAGE
@@ -135,6 +139,18 @@ def test_r34_v61_growth_succeeds_and_the_first_page_past_the_end_oopses() -> Non
         p.read_memory(new + 4 * PAGE, 1)
     assert ei.value.rule == "R34" and ei.value.func == "cma_heap_vm_fault"
     assert k.tainted
+
+
+def test_r34_v61_192_has_the_stable_fix_the_first_page_past_the_end_sigbus() -> None:
+    """R34 (v6.1 = 6.1.192, with ea5ff5d351b5 from 6.1.y): the grown vma's first page past
+    the buffer fails ``pgoff >= pagecount`` → SIGBUS, where 6.1.0 read past the array."""
+    k, p, fd, _d = _buffer("v6.1")
+    addr = p.mmap(0, 4 * PAGE, RW, mmap.MAP_SHARED, fd, 0)
+    new = p.mremap(addr, 4 * PAGE, 6 * PAGE, MREMAP_MAYMOVE)
+    with pytest.raises(SIGBUS) as ei:
+        p.read_memory(new + 4 * PAGE, 1)
+    assert (ei.value.si_code, ei.value.addr) == (BUS_ADRERR, new + 4 * PAGE)
+    assert not k.tainted
 
 
 def test_r34_v61_pages_beyond_pagecount_sigbus() -> None:
@@ -213,7 +229,7 @@ def test_r35_v61_adjacent_mmap_past_the_end_merges_and_skips_the_bounds_check() 
     the off-by-one (R34)."""
     from dmabuf_sim.mm.mmap import MAP_FIXED
 
-    k, p, fd, _d = _buffer("v6.1")
+    k, p, fd, _d = _buffer(V61_0)
     addr = p.mmap(0, 4 * PAGE, RW, mmap.MAP_SHARED, fd, 0)
     past = p.mmap(addr + 4 * PAGE, PAGE, RW, mmap.MAP_SHARED | MAP_FIXED, fd, 4 * PAGE)
     assert past == addr + 4 * PAGE

@@ -36,6 +36,7 @@ from dmabuf_sim.mm.shmem import (
     MFD_ALLOW_SEALING,
 )
 from dmabuf_sim.mm.vma import VM_DONTDUMP, VM_DONTEXPAND, VM_IO, VM_MIXEDMAP, VM_PFNMAP
+from dmabuf_sim.spec import SPECS, Spec
 from dmabuf_sim.uapi import (
     DMA_BUF_IOCTL_SYNC,
     DMA_BUF_SYNC_END,
@@ -60,7 +61,7 @@ LIMIT = 64 << 20  # size_limit_mb
 class Env:
     """A kernel, a process, /dev/udmabuf open, and helpers to make memfds and buffers."""
 
-    def __init__(self, spec: str) -> None:
+    def __init__(self, spec: str | Spec) -> None:
         self.kernel = Kernel(spec)
         self.proc = self.kernel.spawn("udmabuf")
         self.dev = self.proc.open("/dev/udmabuf", os.O_RDWR)
@@ -167,11 +168,19 @@ def test_create_seals(spec: str, seals: int, want: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("spec", "want"), [("v6.1", None), ("v6.12", -errno.EINVAL), ("latest", -errno.EINVAL)]
+    ("spec", "want"),
+    [
+        (SPECS["v6.1"].replace(udmabuf_denies_future_write=False), None),
+        ("v6.1", -errno.EINVAL),
+        ("v6.12", -errno.EINVAL),
+        ("latest", -errno.EINVAL),
+    ],
+    ids=["v6.1.0", "v6.1", "v6.12", "latest"],
 )
-def test_create_denies_f_seal_future_write_since_the_fix(spec: str, want: int | None) -> None:
-    """0a16e24e34f2 (Jann Horn, Dec 2024; in 6.12.y stable, so in the recorded 6.12.117):
-    a memfd sealed F_SEAL_FUTURE_WRITE is refused like F_SEAL_WRITE; 6.1 accepted it."""
+def test_create_denies_f_seal_future_write_since_the_fix(spec: Any, want: int | None) -> None:
+    """0a16e24e34f2 (Jann Horn, Dec 2024; in 6.12.y and 6.1.y stable, so in the recorded
+    6.12.117 and 6.1.192): a memfd sealed F_SEAL_FUTURE_WRITE is refused like
+    F_SEAL_WRITE; 6.1.0 accepted it."""
     env = Env(spec)
     memfd = env.memfd(PAGE, F_SEAL_SHRINK | F_SEAL_FUTURE_WRITE)
     ret = env.create(memfd, 0, PAGE)

@@ -55,6 +55,7 @@ from dmabuf_sim.mm.vma import (
 )
 from dmabuf_sim.mm.vmalloc import KernelMapping
 from dmabuf_sim.process import Process
+from dmabuf_sim.spec import SPECS as SPEC_TABLE
 from dmabuf_sim.uapi import (
     _IOWR,
     DMA_BUF_IOCTL_SYNC,
@@ -88,7 +89,13 @@ from dmabuf_sim.uapi import (
 )
 
 SPECS = ["v6.1", "v6.12", "latest"]
-FIXED_SPECS = ["v6.12", "latest"]  # carry the 6.2/6.5/6.9 shmem-helper fixes
+FIXED_SPECS = ["v6.12", "latest"]  # carry the 6.5 shmem-helper locking
+# 6.1.0 as released, before 6.1.y took the 6.2 errant-put fix (Dec 2022) and the 6.9
+# COW fix (mid 2024) that the modelled 6.1.192 carries
+V61_0 = SPEC_TABLE["v6.1"].replace(
+    name="v6.1.0", drm_shmem_import_put_on_success=False, drm_shmem_rejects_cow=False
+)
+CUSTOM = {"v6.1.0": V61_0}
 PAGE = 4096
 RW = mmap.PROT_READ | mmap.PROT_WRITE
 SHARED = mmap.MAP_SHARED
@@ -98,7 +105,7 @@ TCGETS = 0x5401
 
 # -- helpers -----------------------------------------------------------------------------
 def setup(spec: str) -> SimpleNamespace:
-    k = Kernel(spec)
+    k = Kernel(CUSTOM.get(spec, spec))
     p = k.spawn("vgem-test")
     fd = p.open(CARD, os.O_RDWR)
     return SimpleNamespace(k=k, p=p, fd=fd, vgem=k.drivers["vgem"])
@@ -368,15 +375,15 @@ def test_r33_vgem_mapping_cannot_grow(spec: str) -> None:
     assert errno_of(t.p.mremap, addr, PAGE, 2 * PAGE, 1) == errno.EFAULT  # MREMAP_MAYMOVE
 
 
-@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("spec", [*SPECS, "v6.1.0"])
 def test_cow_mapping_einval_since_6_9_bug_on_before(spec: str) -> None:
-    """MAP_PRIVATE of a native object: 6.12/latest EINVAL ("drm/shmem-helper: Fix BUG_ON()
-    on mmap(PROT_WRITE, MAP_PRIVATE)", 6.9).  6.1 maps it, and the first fault reaches
-    vmf_insert_pfn's BUG_ON(VM_PFNMAP && is_cow_mapping)."""
+    """MAP_PRIVATE of a native object: EINVAL since 39bc27bd6880 ("drm/shmem-helper: Fix
+    BUG_ON() on mmap(PROT_WRITE, MAP_PRIVATE)", 6.9, in 6.1.y by 6.1.192).  6.1.0 maps it,
+    and the first fault reaches vmf_insert_pfn's BUG_ON(VM_PFNMAP && is_cow_mapping)."""
     t = setup(spec)
     a = dumb(t.p, t.fd, width=1024, height=1)
     off = map_dumb(t.p, t.fd, a.handle)
-    if spec == "v6.1":
+    if spec == "v6.1.0":
         addr = t.p.mmap(0, PAGE, mmap.PROT_READ, mmap.MAP_PRIVATE, t.fd, off)
         with pytest.raises(KernelOops, match="is_cow_mapping"):
             t.p.read_memory(addr, 1)
@@ -717,14 +724,15 @@ def test_import_udmabuf_forwarding_and_the_6_1_dontexpand_warn(spec: str) -> Non
     assert dmabuf.released
 
 
-@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("spec", [*SPECS, "v6.1.0"])
 def test_r24_failed_forward_and_the_6_1_double_put(spec: str) -> None:
     """R24: a multi-page MAP_PRIVATE forwarded to the system heap fails EINVAL (R37) and
     mmap(2)'s error path puts the dma-buf file the vma then held: file counts balance.
     6.1's drm_gem_shmem_mmap dropped drm_gem_mmap_obj's object reference *before*
     dma_buf_mmap, and drm_gem_mmap_obj drops it again on the error: the imported object is
     freed under its handle, and GEM_CLOSE then touches freed memory (fixed in 6.2, "drm/
-    shmem-helper: Remove errant put in error path")."""
+    shmem-helper: Remove errant put in error path", and in 6.1.y since Dec 2022: only
+    6.1.0 as released shows it)."""
     t = setup(spec)
     p = t.p
     hfd = heap_alloc(p, 2 * PAGE)
@@ -735,7 +743,7 @@ def test_r24_failed_forward_and_the_6_1_double_put(spec: str) -> None:
     counts = (p.file(t.fd).f_count, dmabuf.file.f_count)
     off = fake_offset(p, t.fd, h)
     assert errno_of(p.mmap, 0, 2 * PAGE, RW, mmap.MAP_PRIVATE, t.fd, off) == errno.EINVAL
-    if spec == "v6.1":
+    if spec == "v6.1.0":
         assert obj.freed  # while object_idr still holds it
         with pytest.raises(KernelOops, match="use-after-free"):
             gem_close(p, t.fd, h)

@@ -20,7 +20,16 @@ SH = mmap.MAP_SHARED
 
 
 def test_spec_names_in_order() -> None:
-    assert spec_names() == ("rfc-2012", "v3.4", "v3.5", "v6.1", "v6.12", "latest")
+    assert spec_names() == (
+        "rfc-2012",
+        "v3.4",
+        "v3.5",
+        "v5.10",
+        "v6.1",
+        "v6.12",
+        "v6.19",
+        "latest",
+    )
     assert Kernel("v3.5").spec is SPECS["v3.5"]
     assert get_spec(SPECS["v6.1"]) is SPECS["v6.1"]
 
