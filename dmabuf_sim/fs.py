@@ -11,11 +11,16 @@ What dma-buf needs from the VFS, and no more:
 * :func:`anon_inode_getfile`, whose files all share **one** inode and
   therefore one address_space (the root of rule R26), and
   :func:`alloc_anon_inode` / :func:`alloc_file_pseudo` for pseudo filesystems
-  that give each file its own inode (dma-buf since 5.3).
+  that give each file its own inode (dma-buf since 5.3);
+* :class:`SuperBlock`: each filesystem the simulator mounts at boot
+  (:func:`mount_builtin_filesystems`), with its magic (``fstatfs``), its
+  anonymous device number (``st_dev``, ``/proc/PID/maps``) and ``s_iflags``
+  (``SB_I_NOEXEC``: :func:`path_noexec`).  An inode names its superblock in
+  ``i_sb``.
 
 Simplified: ``fput`` releases immediately rather than from task work at the
 return to userspace; there are no dentries beyond a name and an optional
-``d_dname``/``d_release``; no mounts, permissions or locks.
+``d_dname``/``d_release``; no mounts (so no ``MNT_NOEXEC``), permissions or locks.
 """
 
 from __future__ import annotations
@@ -34,21 +39,31 @@ if TYPE_CHECKING:
     from .mm.vma import VmAreaStruct
 
 __all__ = [
+    "ANON_INODE_FS_MAGIC",
+    "DMA_BUF_MAGIC",
+    "DRM_MAGIC",
     "FMODE_LSEEK",
     "FMODE_READ",
     "FMODE_WRITE",
     "OPEN_FMODE",
     "O_ACCMODE",
+    "SB_I_NODEV",
+    "SB_I_NOEXEC",
+    "TMPFS_MAGIC",
     "AddressSpace",
     "File",
     "FileOperations",
     "Inode",
+    "SuperBlock",
     "alloc_anon_inode",
     "alloc_file_pseudo",
     "anon_inode_getfile",
     "fput",
     "get_file",
+    "init_pseudo",
+    "mount_builtin_filesystems",
     "no_open",
+    "path_noexec",
 ]
 
 FMODE_READ = 0x1
@@ -63,8 +78,36 @@ O_CLOEXEC = os.O_CLOEXEC
 
 S_IFREG = 0o100000
 S_IFCHR = 0o020000
+S_IFMT = 0o170000
 S_IRUSR = 0o400
 S_IWUSR = 0o200
+
+# include/linux/fs.h: sb->s_iflags
+SB_I_NOEXEC = 0x00000002
+SB_I_NODEV = 0x00000004
+# include/uapi/linux/magic.h
+ANON_INODE_FS_MAGIC = 0x09041934
+DMA_BUF_MAGIC = 0x444D4142  # "DMAB"
+TMPFS_MAGIC = 0x01021994
+DRM_MAGIC = 0x010203FF  # drm_fs_init_fs_context
+MAX_LFS_FILESIZE = (1 << 63) - 1
+
+
+@define(eq=False, slots=True)
+class SuperBlock:
+    """``struct super_block``: what ``fstat``, ``fstatfs`` and ``path_noexec`` read.
+
+    Simplified: one superblock per filesystem type, mounted once at boot; ``s_dev``
+    is the minor of the anonymous ``dev_t`` (major 0) ``get_anon_bdev`` handed out.
+    """
+
+    s_id: str
+    """The name inodes carry in ``i_sb``: ``dmabuf``, ``shmem``, ``devtmpfs``, ..."""
+    s_magic: int
+    s_dev: int
+    s_iflags: int = 0
+    s_blocksize: int = 4096
+    s_maxbytes: int = MAX_LFS_FILESIZE
 
 
 def OPEN_FMODE(flags: int) -> int:
@@ -200,6 +243,44 @@ def _fput_final(file: File) -> None:
         file.f_op.release(file.f_inode, file)
     if file.d_release is not None:
         file.d_release(file)
+
+
+@kernel_function("init_pseudo", file="fs/libfs.c")
+def init_pseudo(kernel: Kernel, name: str, magic: int, dev: int) -> SuperBlock:
+    """A pseudo filesystem's superblock (``init_pseudo`` + ``kern_mount``).
+
+    Since 6de2aeffabaa (7.2; 7.1.4 and 6.18.y stable) ``init_pseudo`` raises
+    ``SB_I_NOEXEC | SB_I_NODEV`` for every pseudo filesystem — dma-buf's among them —
+    so an executable mapping of such a file fails in ``do_mmap`` (``path_noexec``).
+    """
+    iflags = SB_I_NOEXEC | SB_I_NODEV if kernel.spec.pseudo_fs_noexec else 0
+    return SuperBlock(name, magic, dev, iflags)
+
+
+def mount_builtin_filesystems(kernel: Kernel) -> dict[str, SuperBlock]:
+    """The filesystems the simulated machine has mounted by the time userspace runs.
+
+    ``shmem`` is the kernel's internal tmpfs mount (memfds, shmem files of GEM
+    objects and ``MAP_SHARED|MAP_ANONYMOUS``); ``devtmpfs`` holds the device nodes.
+    Anonymous device minors follow the order a Debian initramfs boot hands them out.
+    """
+    sbs = [
+        SuperBlock("shmem", TMPFS_MAGIC, 0x01),
+        SuperBlock("devtmpfs", TMPFS_MAGIC, 0x05),
+        init_pseudo(kernel, "dmabuf", DMA_BUF_MAGIC, 0x0C),
+        init_pseudo(kernel, "drm", DRM_MAGIC, 0x0D),
+        init_pseudo(kernel, "anon_inodefs", ANON_INODE_FS_MAGIC, 0x0E),
+    ]
+    return {sb.s_id: sb for sb in sbs}
+
+
+def path_noexec(file: File) -> bool:
+    """``path_noexec``: the file's mount is ``MNT_NOEXEC`` or its superblock ``SB_I_NOEXEC``.
+
+    Simplified: mount flags are not modelled, only the superblock's.
+    """
+    sb = file.kernel.superblocks.get(file.f_inode.i_sb)
+    return sb is not None and bool(sb.s_iflags & SB_I_NOEXEC)
 
 
 def alloc_anon_inode(kernel: Kernel, sb: str, *, mode: int = S_IRUSR | S_IWUSR) -> Inode:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from attrs import define, field
 
-from .fs import FileOperations, Inode
+from .fs import FileOperations, Inode, SuperBlock, mount_builtin_filesystems
 from .mm.cache import CpuCache
 from .mm.page_alloc import PhysicalMemory
 from .spec import Spec, get_spec
@@ -86,6 +86,8 @@ class Kernel:
     processes: dict[int, Process] = field(repr=False)
     current: Process | None = field(repr=False)
     anon_inode: Inode = field(repr=False)
+    superblocks: dict[str, SuperBlock] = field(repr=False)
+    """The mounted filesystems by name (what an inode's ``i_sb`` names)."""
     chrdevs: dict[str, ChrDev] = field(repr=False)
     dma_bufs: list[Any] = field(repr=False)
     """Every live dma-buf (the kernel's ``db_list`` used by debugfs bufinfo)."""
@@ -136,6 +138,7 @@ class Kernel:
         self.current = None
         self._pids = itertools.count(1)
         self._inos = itertools.count(1)
+        self.superblocks = mount_builtin_filesystems(self)
         # anon_inode_init: the one inode every anon_inode_getfile() file shares
         self.anon_inode = Inode(self, self.next_ino(), 0o600, "anon_inodefs")
         self.chrdevs = {}

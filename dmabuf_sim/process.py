@@ -316,10 +316,11 @@ class Process:
             try:
                 flags = file.f_flags | (os.O_CLOEXEC if fd in self.files.cloexec else 0)
                 mnt_id = _SB_DEV.get(file.f_inode.i_sb, 0)
-                text = (
-                    f"pos:\t{file.f_pos}\nflags:\t0{flags:o}\nmnt_id:\t{mnt_id}\n"
-                    f"ino:\t{file.f_inode.i_ino}\n"
-                )
+                text = f"pos:\t{file.f_pos}\nflags:\t0{flags:o}\n"
+                if self.kernel.spec.proc_fdinfo_mnt_id:  # seq_show's mnt_id: line, 3.15+
+                    text += f"mnt_id:\t{mnt_id}\n"
+                if self.kernel.spec.proc_fdinfo_ino:  # seq_show's ino: line, 5.14+
+                    text += f"ino:\t{file.f_inode.i_ino}\n"
                 if file.f_op.show_fdinfo is not None:
                     text += file.f_op.show_fdinfo(file)
                 return text

@@ -1,7 +1,8 @@
 """Replay cases recorded on a real kernel through the simulator's userspace face.
 
-The recordings (tests/data/kernel-results/, from a Linux 6.12 VM) are JSON
-lines; each names what a C probe did and what the kernel answered.  This
+The recordings (tests/data/kernel-results/, from Debian kernels booted under
+QEMU: 5.10, 6.12, 6.19 and 7.3) are JSON lines; each names what a C probe did
+and what the kernel answered.  This
 module re-does each probe step with :class:`~dmabuf_sim.process.Process`,
 exactly as the probe's README describes, and reports the simulator's answer
 in the same vocabulary (``"ok"``, an errno name, ``"match"``, ...), so a test
@@ -14,7 +15,16 @@ Buffers are made the way the probe made them:
   for the read-only cases);
 * ``udmabuf``: ``memfd_create`` with ``MFD_ALLOW_SEALING``, ``ftruncate``,
   ``F_ADD_SEALS F_SEAL_SHRINK``, then ``UDMABUF_CREATE`` with
-  ``UDMABUF_FLAGS_CLOEXEC``; the memfd is closed right after.
+  ``UDMABUF_FLAGS_CLOEXEC``; the memfd is closed right after;
+* ``vgem``: ``open("/dev/dri/card0")``, ``DRM_IOCTL_MODE_CREATE_DUMB`` (``height =
+  pages``, ``width = 1024``, ``bpp = 32``), then ``DRM_IOCTL_PRIME_HANDLE_TO_FD``
+  with ``DRM_CLOEXEC | DRM_RDWR`` (``DRM_CLOEXEC`` alone for read-only).  The
+  card and the handle stay open, so the export cache and the handle's PRIME
+  entry each hold a dma-buf reference (fdinfo's count shows them).
+
+Each recording names its kernel; :func:`spec_for_recording` gives the spec that
+models it (``linux-6.19-udmabuf.jsonl`` → ``v6.19``) through
+:meth:`~dmabuf_sim.spec.SpecTable.for_release`.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import errno
 import json
 import mmap
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
@@ -33,12 +44,16 @@ from attrs import frozen
 from .errors import Signal
 from .kernel import Kernel
 from .process import Process
-from .spec import Spec
+from .spec import SPECS, Spec
 from .uapi import (
     _IO,
     DMA_BUF_IOCTL_SYNC,
     DMA_BUF_SET_NAME,
     DMA_HEAP_IOCTL_ALLOC,
+    DRM_CLOEXEC,
+    DRM_IOCTL_MODE_CREATE_DUMB,
+    DRM_IOCTL_PRIME_HANDLE_TO_FD,
+    DRM_RDWR,
     F_ADD_SEALS,
     POLLIN,
     POLLOUT,
@@ -46,10 +61,12 @@ from .uapi import (
     UDMABUF_FLAGS_CLOEXEC,
     DmaBufSync,
     DmaHeapAllocationData,
+    DrmModeCreateDumb,
+    DrmPrimeHandle,
     UdmabufCreate,
 )
 
-__all__ = ["Case", "CaseResult", "load_cases", "make_buffer", "replay"]
+__all__ = ["Case", "CaseResult", "load_cases", "make_buffer", "replay", "spec_for_recording"]
 
 PAGE = 4096
 RW = mmap.PROT_READ | mmap.PROT_WRITE
@@ -98,6 +115,18 @@ def load_cases(path: str | Path) -> list[Case]:
         ]
 
 
+_RECORDING = re.compile(r"^linux-(\d+\.\d+)-[\w]+\.jsonl$")
+
+
+def spec_for_recording(path: str | Path) -> Spec:
+    """The spec that models the kernel a recording file names (``linux-7.3-vgem.jsonl``)."""
+    name = Path(path).name
+    m = _RECORDING.match(name)
+    if m is None:
+        raise ValueError(f"{name!r} is not named linux-<major.minor>-<exporter>.jsonl")
+    return SPECS.for_release(m.group(1))
+
+
 def normalise_fdinfo(text: str) -> str:
     """Drop the lines that vary between boots (``ino``, ``mnt_id``)."""
     return "".join(
@@ -141,7 +170,15 @@ def make_buffer(proc: Process, exp: str, pages: int, *, rdonly: bool = False) ->
         proc.close(dev)
         proc.close(memfd)
         return fd
-    raise ValueError(f"unknown exporter {exp!r}: expected 'system_heap' or 'udmabuf'")
+    if exp == "vgem":
+        card = proc.open("/dev/dri/card0", os.O_RDWR | os.O_CLOEXEC)
+        dumb = DrmModeCreateDumb(height=pages, width=1024, bpp=32)
+        proc.ioctl(card, DRM_IOCTL_MODE_CREATE_DUMB, dumb)
+        flags = DRM_CLOEXEC if rdonly else DRM_CLOEXEC | DRM_RDWR
+        prime = DrmPrimeHandle(handle=dumb.handle, flags=flags)
+        proc.ioctl(card, DRM_IOCTL_PRIME_HANDLE_TO_FD, prime)
+        return int(prime.fd)  # the card (and so the handle) stays open
+    raise ValueError(f"unknown exporter {exp!r}: expected 'system_heap', 'udmabuf' or 'vgem'")
 
 
 def _discard(fn: Callable[[], Any]) -> Callable[[], None]:
@@ -154,7 +191,9 @@ def _discard(fn: Callable[[], Any]) -> Callable[[], None]:
 
 
 def _pattern(n: int, seed: int = 0) -> bytes:
-    return bytes((i * 131 + seed * 7 + 17) & 0xFF for i in range(n))
+    """Bytes that differ from page to page (so a mapping that starts at the wrong page,
+    R60's drm_gem_shmem exception, reads something else)."""
+    return bytes((i * 131 + (i // PAGE) * 37 + seed * 7 + 17) & 0xFF for i in range(n))
 
 
 # -- the probe's steps -------------------------------------------------------------------

@@ -282,6 +282,12 @@ class Spec:
     )
 
     # --- the VFS ---------------------------------------------------------------------
+    proc_fdinfo_mnt_id: bool = _b(
+        "3.15",
+        "R49",
+        "/proc/<pid>/fdinfo/<fd> has a mnt_id: line",
+        commit="49d063cb3532 (proc: show mnt_id in /proc/pid/fdinfo)",
+    )
     proc_fdinfo_ino: bool = _b(
         "5.14",
         "R49",
@@ -466,6 +472,7 @@ _V35 = Spec(
     madvise_dontneed_locked=False,
     madvise_collapse=False,
     madvise_guard=False,
+    proc_fdinfo_mnt_id=False,
     proc_fdinfo_ino=False,
     fallocate_mode_switch=False,
     falloc_write_zeroes=False,
@@ -557,6 +564,7 @@ _V61 = Spec(
     madvise_dontneed_locked=True,
     madvise_collapse=True,
     madvise_guard=False,
+    proc_fdinfo_mnt_id=True,
     proc_fdinfo_ino=True,
     fallocate_mode_switch=False,
     falloc_write_zeroes=False,

@@ -346,6 +346,12 @@ class DrmDriver:
     gem_prime_import_sg_table: (
         Callable[[DrmDevice, DmaBufAttachment, SgTable], DrmGemObject] | None
     ) = None
+    gem_prime_mmap: Callable[[DrmGemObject, VmAreaStruct], int] | None = None
+    """The driver's PRIME mmap that ``drm_gem_dmabuf_mmap`` calls (kernels before 6.6 had
+    the hook; vgem of 5.10 maps its shmem file there).  NULL: ``drm_gem_prime_mmap``."""
+    fops_mmap: Callable[[File, VmAreaStruct], int] | None = None
+    """``fops->mmap`` of the node when the driver wraps ``drm_gem_mmap`` (5.10 vgem's
+    ``vgem_mmap``).  NULL: ``DEFINE_DRM_GEM_FOPS``' ``drm_gem_mmap``."""
 
 
 @define(eq=False, slots=True)
@@ -369,14 +375,17 @@ class DrmDevice:
         return f"drm({self.driver.name})"
 
 
-def drm_gem_fops() -> FileOperations:
-    """``DEFINE_DRM_GEM_FOPS``: open/release/ioctl from the core, mmap = ``drm_gem_mmap``."""
+def drm_gem_fops(
+    mmap: Callable[[File, VmAreaStruct], int] | None = None,
+) -> FileOperations:
+    """``DEFINE_DRM_GEM_FOPS``: open/release/ioctl from the core, mmap = ``drm_gem_mmap``
+    (or the driver's own ``mmap`` where it wraps it)."""
     return FileOperations(
         owner="drm",
         open=drm_open,
         release=drm_release,
         unlocked_ioctl=drm_ioctl,
-        mmap=drm_gem_mmap,
+        mmap=mmap or drm_gem_mmap,
     )
 
 
@@ -385,7 +394,7 @@ def drm_dev_register(kernel: Kernel, driver: DrmDriver, dev: Device, path: str) 
     """Create the device, its anon inode and its node at ``path`` (``/dev/dri/card0``)."""
     anon = alloc_anon_inode(kernel, "drm")  # drm_fs_inode_new()
     drm = DrmDevice(kernel, driver, dev, anon, path)
-    chrdev = kernel.register_chrdev(path, drm_gem_fops(), drm)
+    chrdev = kernel.register_chrdev(path, drm_gem_fops(driver.fops_mmap), drm)
     chrdev.inode.i_private = drm  # what drm_minor_acquire(iminor(inode)) finds
     return drm
 

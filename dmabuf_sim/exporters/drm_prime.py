@@ -178,8 +178,13 @@ class DrmGemPrimeDmaBufOps(DmaBufOps):
 
     @kernel_function("drm_gem_dmabuf_mmap", file="drivers/gpu/drm/drm_prime.c")
     def mmap(self, dma_buf: DmaBuf, vma: VmAreaStruct) -> int:
-        """Map a PRIME buffer the way the DRM node maps the object: ``drm_gem_prime_mmap``."""
-        return drm_gem_prime_mmap(_obj(dma_buf), vma)
+        """Map a PRIME buffer the way the DRM node maps the object: ``drm_gem_prime_mmap``,
+        or the driver's ``gem_prime_mmap`` where it has one (5.10's vgem)."""
+        obj = _obj(dma_buf)
+        gem_prime_mmap = obj.dev.driver.gem_prime_mmap
+        if gem_prime_mmap is not None:
+            return gem_prime_mmap(obj, vma)
+        return drm_gem_prime_mmap(obj, vma)
 
     @kernel_function("drm_gem_dmabuf_vmap", file="drivers/gpu/drm/drm_prime.c")
     def vmap(self, dma_buf: DmaBuf, map: IosysMap) -> int:

@@ -221,6 +221,13 @@ def _build() -> dict[str, ExporterInfo]:
             # WC mapping: the CPU bypasses its cache, so it is coherent with DMA;
             # drm_gem_shmem indexes pages from the vma start, not vm_pgoff (R60).
             Capabilities(coherent=True, ignores_vm_pgoff=True),
+            # 5.10's vgem (before the shmem helpers) maps the object's shmem file in
+            # place of the dma-buf: the vma holds no dma-buf reference (vgem_prime_mmap).
+            rules=("R17",),
+            defect="v5.10: the PRIME mapping holds the shmem file, not the dma-buf, so the"
+            " dma-buf goes at close while the mapping (and its pages) lives on",
+            fails=("close-while-mapped",),
+            fails_on=("v5.10",),
         ),
         ExporterInfo(
             "shootdown",

@@ -1,6 +1,6 @@
 """vgem: a GEM driver without hardware, as exporter *and* importer (drivers/gpu/drm/vgem/), §6.4.
 
-``/dev/dri/card0``.  Modern vgem (v6.1 .. v6.19) is the GEM shmem helpers
+``/dev/dri/card0``.  Modern vgem (v6.1 .. latest; since 5.15) is the GEM shmem helpers
 (drivers/gpu/drm/drm_gem_shmem_helper.c, modelled here too) with
 ``map_wc = true`` — "vgem doesn't have any begin/end cpu access ioctls,
 therefore must use coherent memory or dma-buf sharing just wont work" — plus
@@ -9,8 +9,8 @@ two fence ioctls.  Through the DRM core (:mod:`.drm_gem`, :mod:`.drm_prime`):
 * ``MODE_CREATE_DUMB``: shmem object; 6.1/6.12 ``pitch = DIV_ROUND_UP(width * bpp, 8)``
   in 32 bits, ``size = PAGE_ALIGN(pitch * height)`` (so ``width * bpp`` wrapping
   makes a zero-sized object, which has no room for a fake offset: ``ENOSPC``);
-  6.19 ``drm_mode_size_dumb(dev, args, SZ_8, 0)``.  ``MODE_MAP_DUMB`` gives the fake
-  offset (``EINVAL`` for imports).
+  6.19 and later ``drm_mode_size_dumb(dev, args, 0, 0)`` (no pitch alignment).
+  ``MODE_MAP_DUMB`` gives the fake offset (``EINVAL`` for imports).
 * **mmap of a native object** (DRM fd at the fake offset, or its PRIME dma-buf fd):
   ``drm_gem_shmem_mmap`` pins the pages, sets ``VM_PFNMAP|VM_DONTEXPAND|VM_DONTDUMP``
   and a write-combined ``vm_page_prot``; the fault handler inserts the pfn of page
@@ -39,7 +39,8 @@ shmem helper's ``pages_pin_count`` (6.10+) is folded into ``pages_use_count``;
 the 6.1 ``pages_lock`` mutex is not modelled (6.12+ pins and faults under the
 resv lock, which is).  The 6.2, 6.5 and 6.9 fixes are spec behaviours
 (``drm_shmem_import_put_on_success``, ``drm_shmem_resv_locking``,
-``drm_shmem_rejects_cow``): all in v6.12 and latest, none in v6.1.
+``drm_shmem_rejects_cow``): v6.1 (6.1.192) has the 6.2 and 6.9 ones from 6.1.y.
+Before 5.15 (``v5.10``) vgem had GEM objects of its own: :mod:`.vgem_gem`.
 """
 
 from __future__ import annotations
@@ -119,8 +120,10 @@ _VGEM = "drivers/gpu/drm/vgem/vgem_drv.c"
 _VGEM_FENCE = "drivers/gpu/drm/vgem/vgem_fence.c"
 VGEM_FENCE_TIMEOUT_NS = 10 * 1_000_000_000
 """``VGEM_FENCE_TIMEOUT`` (``10*HZ``): "We force the fence to expire within 10s"."""
-_SHMEM_DUMB_PITCH_ALIGN = 8
-"""6.19's ``drm_mode_size_dumb(dev, args, SZ_8, 0)`` (a 2025 follow-up proposes 0)."""
+_SHMEM_DUMB_PITCH_ALIGN = 0
+"""``drm_mode_size_dumb(dev, args, 0, 0)``: 6.19-rc had ``SZ_8``; 4cbae3748fc4 ("drm/gem-shmem:
+revert the 8-byte alignment constraint", Ludovic Desroches, drm-misc-fixes for 6.19)
+removed it before the release, so no released kernel aligns the pitch."""
 
 
 # == drm_gem_shmem_helper.c ==============================================================
@@ -628,17 +631,39 @@ class VgemDevice:
 
 @kernel_function("vgem_init", file=_VGEM)
 def vgem_init(kernel: Kernel) -> VgemDevice:
+    """Register the device; its GEM objects are shmem-helper objects since 5.15
+    (``vgem_shmem_helpers``), vgem's own before (:mod:`.vgem_gem`)."""
     vgem = VgemDevice(kernel, Device(kernel, "vgem"))
-    driver = DrmDriver(
-        name="vgem",
-        desc="Virtual GEM provider",
-        ioctls=_vgem_ioctls(),
-        open=vgem_open,
-        postclose=vgem_postclose,
-        dumb_create=drm_gem_shmem_dumb_create,
-        gem_create_object=vgem_gem_create_object,
-        gem_prime_import_sg_table=drm_gem_shmem_prime_import_sg_table,
-    )
+    if kernel.spec.vgem_shmem_helpers:
+        driver = DrmDriver(
+            name="vgem",
+            desc="Virtual GEM provider",
+            ioctls=_vgem_ioctls(),
+            open=vgem_open,
+            postclose=vgem_postclose,
+            dumb_create=drm_gem_shmem_dumb_create,
+            gem_create_object=vgem_gem_create_object,
+            gem_prime_import_sg_table=drm_gem_shmem_prime_import_sg_table,
+        )
+    else:
+        from .vgem_gem import (
+            vgem_gem_dumb_create,
+            vgem_mmap,
+            vgem_prime_import_sg_table,
+            vgem_prime_mmap,
+        )
+
+        driver = DrmDriver(
+            name="vgem",
+            desc="Virtual GEM provider",
+            ioctls=_vgem_ioctls(),
+            open=vgem_open,
+            postclose=vgem_postclose,
+            dumb_create=vgem_gem_dumb_create,
+            gem_prime_import_sg_table=vgem_prime_import_sg_table,
+            gem_prime_mmap=vgem_prime_mmap,
+            fops_mmap=vgem_mmap,
+        )
     vgem.drm = drm_dev_register(kernel, driver, vgem.platform, VgemDevice.PATH)
     vgem.drm.dev_private = vgem
     return vgem

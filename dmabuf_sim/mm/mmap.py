@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from attrs import define, field
 
 from ..errors import KernelOops
-from ..fs import FMODE_READ, FMODE_WRITE, File, fput, get_file
+from ..fs import FMODE_READ, FMODE_WRITE, File, fput, get_file, path_noexec
 from ..trace import kernel_function
 from .page_alloc import PAGE_ALIGN, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, ULONG_MAX
 from .pgtable import PageTable, vm_get_page_prot
@@ -454,6 +454,13 @@ class MmStruct:
             if map_type == MAP_PRIVATE:
                 if not file.f_mode & FMODE_READ:
                     return -errno.EACCES  # R8
+                if path_noexec(file):
+                    # SB_I_NOEXEC (the dma-buf fs since 6de2aeffabaa, latest): no
+                    # executable mapping now, and none later (VM_MAYEXEC goes, so
+                    # mprotect(PROT_EXEC) fails EACCES)
+                    if vm_flags & VM_EXEC:
+                        return -errno.EPERM
+                    vm_flags &= ~VM_MAYEXEC
                 if file.f_op.mmap is None:
                     return -errno.ENODEV  # R10
                 if vm_flags & VM_GROWSDOWN:
