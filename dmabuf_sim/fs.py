@@ -123,8 +123,10 @@ class FileOperations:
     ``open(inode, file) -> int``, ``release(inode, file) -> int``,
     ``mmap(file, vma) -> int``, ``llseek(file, offset, whence) -> int``,
     ``unlocked_ioctl(file, cmd, arg) -> int``, ``poll(file, events) -> int``,
-    ``read(file, count) -> bytes | int``, ``write(file, data) -> int``,
-    ``show_fdinfo(file) -> str``.
+    ``read(file, count, pos) -> bytes | int``, ``write(file, data, pos) -> int``
+    (at ``pos``; the VFS moves ``f_pos`` for read(2)/write(2), not for pread/pwrite),
+    ``fsync(file, start, end, datasync) -> int``,
+    ``fallocate(file, mode, offset, len) -> int``, ``show_fdinfo(file) -> str``.
     """
 
     owner: str = ""
@@ -134,9 +136,11 @@ class FileOperations:
     llseek: Callable[[File, int, int], int] | None = None
     unlocked_ioctl: Callable[[File, int, Any], int] | None = None
     poll: Callable[[File, int], int] | None = None
-    read: Callable[[File, int], bytes | int] | None = None
-    write: Callable[[File, bytes], int] | None = None
+    read: Callable[[File, int, int], bytes | int] | None = None
+    write: Callable[[File, bytes, int], int] | None = None
     show_fdinfo: Callable[[File], str] | None = None
+    fsync: Callable[[File, int, int, int], int] | None = None
+    fallocate: Callable[[File, int, int, int], int] | None = None
 
 
 def no_open(inode: Inode, file: File) -> int:

@@ -34,6 +34,7 @@ from .mm.page_alloc import PAGE_SHIFT
 from .mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_WRITE
 
 if TYPE_CHECKING:
+    from .fs_stat import KStatfs
     from .kernel import Kernel
 
 __all__ = ["FilesStruct", "Process"]
@@ -326,3 +327,112 @@ class Process:
                 return text
             finally:
                 fput(file)
+
+    # -- file and memory syscalls: madvise .. readlink --------------------------------
+    # Kernel side: mm/madvise.py, mm/msync.py, fs_sync.py (fs/sync.c), fs_open.py
+    # (fs/open.c: fallocate), fs_stat.py (fs/stat.c, fs/statfs.c), syscalls.py (pread).
+    def madvise(self, addr: int, length: int, advice: int) -> None:
+        """``madvise(2)`` (``mmap.mmap.madvise`` is its Python face); advice ``MADV_*``."""
+        from .mm.madvise import do_madvise
+
+        a, n = _ulong("addr", addr), _ulong("length", length)
+        advice = _int("advice", advice)
+        with self._enter():
+            _check(do_madvise(self.mm, a, n, advice))
+
+    def msync(self, addr: int, length: int, flags: int) -> None:
+        """``msync(2)``; flags ``MS_ASYNC``/``MS_SYNC``/``MS_INVALIDATE``."""
+        from .mm.msync import sys_msync
+
+        a, n = _ulong("addr", addr), _ulong("length", length)
+        flags = _int("flags", flags)
+        with self._enter():
+            _check(sys_msync(self.mm, a, n, flags))
+
+    def pread(self, fd: int, n: int, offset: int) -> bytes:
+        """``os.pread``: ``n`` bytes at ``offset`` without moving the file position."""
+        fd = _int("fd", fd)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a non-negative int, not {n!r}")
+        pos = _loff("offset", offset)
+        with self._enter():
+            ret = sc.sys_pread64(self, fd, n, pos)
+        if isinstance(ret, int):
+            _check(ret)
+            return b""
+        return ret
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+        """``os.pwrite``: write ``data`` at ``offset``; returns the bytes written."""
+        fd = _int("fd", fd)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
+        pos = _loff("offset", offset)
+        with self._enter():
+            return _check(sc.sys_pwrite64(self, fd, bytes(data), pos))
+
+    def fstat(self, fd: int) -> os.stat_result:
+        """``os.fstat``: ``st_mode``, ``st_ino``, ``st_dev``, ``st_size``, ``st_blksize``, ..."""
+        from .fs_stat import vfs_fstat
+
+        fd = _int("fd", fd)
+        with self._enter():
+            ret = vfs_fstat(self, fd)
+        if isinstance(ret, int):
+            raise os_error(ret)
+        return ret
+
+    def fstatfs(self, fd: int) -> KStatfs:
+        """``fstatfs(2)``: the filesystem's ``struct statfs`` (``f_type`` its magic)."""
+        from .fs_stat import fd_statfs
+
+        fd = _int("fd", fd)
+        with self._enter():
+            ret = fd_statfs(self, fd)
+        if isinstance(ret, int):
+            raise os_error(ret)
+        return ret
+
+    def fsync(self, fd: int) -> None:
+        """``os.fsync``: ``EINVAL`` for files without ``->fsync`` (a dma-buf)."""
+        from .fs_sync import do_fsync
+
+        fd = _int("fd", fd)
+        with self._enter():
+            _check(do_fsync(self, fd, 0))
+
+    def fdatasync(self, fd: int) -> None:
+        """``os.fdatasync``."""
+        from .fs_sync import do_fsync
+
+        fd = _int("fd", fd)
+        with self._enter():
+            _check(do_fsync(self, fd, 1))
+
+    def fallocate(self, fd: int, mode: int, offset: int, length: int) -> None:
+        """``fallocate(2)`` (``FALLOC_FL_*`` modes; ``os.posix_fallocate`` is mode 0)."""
+        from .fs_open import ksys_fallocate
+
+        fd = _int("fd", fd)
+        mode = _int("mode", mode)
+        off, n = _loff("offset", offset), _loff("length", length)
+        with self._enter():
+            _check(ksys_fallocate(self, fd, mode, off, n))
+
+    def readlink(self, path: str) -> str:
+        """``os.readlink``: the target of ``/proc/self/fd/N`` (or ``/proc/<pid>/fd/N``)."""
+        from .fs_stat import do_readlinkat
+
+        if not isinstance(path, str):
+            raise TypeError(f"path must be a str, not {type(path).__name__}")
+        with self._enter():
+            ret = do_readlinkat(self, path)
+        if isinstance(ret, int):
+            raise os_error(ret)
+        return ret
+
+
+def _loff(name: str, value: object) -> int:
+    """A syscall argument of C type ``loff_t`` (signed 64 bits; unsigned inputs wrap)."""
+    v = _ulong(name, value)
+    return v - _U64 if v >= 1 << 63 else v

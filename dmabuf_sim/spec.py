@@ -274,6 +274,20 @@ class Spec:
         "MADV_COLLAPSE (synchronous THP collapse)",
         commit="7d8faaf15545 (mm/madvise: introduce MADV_COLLAPSE sync hugepage collapse)",
     )
+    madvise_remove_shared_maywrite: bool = _b(
+        "6.7",
+        "",
+        "MADV_REMOVE wants VM_SHARED|VM_MAYWRITE (before: VM_SHARED|VM_WRITE, the current"
+        " protection) else EACCES",
+        commit="e8e17ee90eaf (mm: drop the assumption that VM_SHARED always implies writable)",
+    )
+    memfd_noexec_seal: bool = _b(
+        "6.3",
+        "",
+        "memfd_create knows MFD_NOEXEC_SEAL / MFD_EXEC (EINVAL before); NOEXEC_SEAL drops"
+        " the x bits of the 0777 mode",
+        commit="105ff5339f49 (mm/memfd: add MFD_NOEXEC_SEAL and MFD_EXEC)",
+    )
     madvise_guard: bool = _b(
         "6.13",
         "",
@@ -471,6 +485,8 @@ _V35 = Spec(
     madvise_populate=False,
     madvise_dontneed_locked=False,
     madvise_collapse=False,
+    madvise_remove_shared_maywrite=False,
+    memfd_noexec_seal=False,
     madvise_guard=False,
     proc_fdinfo_mnt_id=False,
     proc_fdinfo_ino=False,
@@ -563,6 +579,8 @@ _V61 = Spec(
     madvise_populate=True,
     madvise_dontneed_locked=True,
     madvise_collapse=True,
+    madvise_remove_shared_maywrite=False,
+    memfd_noexec_seal=True,
     madvise_guard=False,
     proc_fdinfo_mnt_id=True,
     proc_fdinfo_ino=True,
@@ -590,6 +608,7 @@ _V612 = attrs.evolve(
     drm_core_ioctl_count=0xD1,
     drm_shmem_resv_locking=True,
     fallocate_mode_switch=True,
+    madvise_remove_shared_maywrite=True,
 )
 
 # Debian's 5.10.223 (July 2024): vgem on its own GEM code (shmem helpers came in
@@ -618,6 +637,7 @@ _V510 = attrs.evolve(
     madvise_populate=False,
     madvise_dontneed_locked=False,
     madvise_collapse=False,
+    memfd_noexec_seal=False,
     proc_fdinfo_ino=False,
 )
 

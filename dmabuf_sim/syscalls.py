@@ -19,8 +19,18 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from .errors import ENOIOCTLCMD
-from .fs import FMODE_LSEEK, FMODE_READ, FMODE_WRITE, OPEN_FMODE, File, fput, get_file
-from .mm.mmap import MAP_ANONYMOUS, MAP_HUGETLB, MAP_NONBLOCK, MAP_POPULATE
+from .fs import (
+    FMODE_LSEEK,
+    FMODE_PREAD,
+    FMODE_PWRITE,
+    FMODE_READ,
+    FMODE_WRITE,
+    OPEN_FMODE,
+    File,
+    fput,
+    get_file,
+)
+from .mm.mmap import MAP_ANONYMOUS, MAP_HUGETLB, MAP_LOCKED, MAP_NONBLOCK, MAP_POPULATE
 from .mm.page_alloc import PAGE_MASK, PAGE_SHIFT
 from .trace import kernel_function
 from .uapi import (
@@ -120,7 +130,7 @@ def sys_open(proc: Process, path: str, flags: int, mode: int) -> int:
         kernel,
         dev.inode,
         dev.fops,
-        OPEN_FMODE(flags) | FMODE_LSEEK,
+        OPEN_FMODE(flags) | FMODE_LSEEK | FMODE_PREAD | FMODE_PWRITE,  # do_dentry_open
         _open_f_flags(flags),
         path,
     )
@@ -164,7 +174,7 @@ def _reopen_proc_fd(proc: Process, m: re.Match[str], flags: int) -> int:
         kernel,
         inode,
         old.f_op,
-        OPEN_FMODE(flags) | FMODE_LSEEK,
+        OPEN_FMODE(flags) | FMODE_LSEEK | FMODE_PREAD | FMODE_PWRITE,  # do_dentry_open
         _open_f_flags(flags),
         old.name,
         private_data=old.private_data,
@@ -249,7 +259,8 @@ def vm_mmap_pgoff(
 
     with held(proc.kernel, "mmap_lock"):  # mmap_write_lock_killable
         ret = proc.mm.do_mmap(file, addr, length, prot, flags, pgoff)
-    if ret >= 0 and (flags & (MAP_POPULATE | MAP_NONBLOCK)) == MAP_POPULATE:
+    # do_mmap's *populate: VM_LOCKED (from MAP_LOCKED) or MAP_POPULATE without NONBLOCK
+    if ret >= 0 and (flags & MAP_LOCKED or (flags & (MAP_POPULATE | MAP_NONBLOCK)) == MAP_POPULATE):
         mm_populate(proc, ret, length)
     return ret
 
@@ -303,16 +314,37 @@ def vfs_llseek(file: File, offset: int, whence: int) -> int:
     return file.f_op.llseek(file, offset, whence)
 
 
+@kernel_function("vfs_read", file="fs/read_write.c")
+def vfs_read(file: File, count: int, pos: int) -> bytes | int:
+    if not file.f_mode & FMODE_READ:
+        return -errno.EBADF
+    if file.f_op.read is None:
+        return -errno.EINVAL  # no FMODE_CAN_READ
+    if pos < 0:
+        return -errno.EINVAL  # rw_verify_area
+    return file.f_op.read(file, count, pos)
+
+
+@kernel_function("vfs_write", file="fs/read_write.c")
+def vfs_write(file: File, data: bytes, pos: int) -> int:
+    if not file.f_mode & FMODE_WRITE:
+        return -errno.EBADF
+    if file.f_op.write is None:
+        return -errno.EINVAL  # no FMODE_CAN_WRITE
+    if pos < 0:
+        return -errno.EINVAL  # rw_verify_area
+    return file.f_op.write(file, data, pos)
+
+
 @kernel_function("ksys_read", file="fs/read_write.c")
 def sys_read(proc: Process, fd: int, count: int) -> bytes | int:
     file = fdget(proc, fd)
     if file is None:
         return -errno.EBADF
-    if not file.f_mode & FMODE_READ:
-        return -errno.EBADF
-    if file.f_op.read is None:
-        return -errno.EINVAL  # no FMODE_CAN_READ
-    return file.f_op.read(file, count)
+    ret = vfs_read(file, count, file.f_pos)
+    if not isinstance(ret, int):
+        file.f_pos += len(ret)
+    return ret
 
 
 @kernel_function("ksys_write", file="fs/read_write.c")
@@ -320,11 +352,38 @@ def sys_write(proc: Process, fd: int, data: bytes) -> int:
     file = fdget(proc, fd)
     if file is None:
         return -errno.EBADF
-    if not file.f_mode & FMODE_WRITE:
+    ret = vfs_write(file, data, file.f_pos)
+    if ret > 0:
+        file.f_pos += ret
+    return ret
+
+
+@kernel_function("ksys_pread64", file="fs/read_write.c")
+def sys_pread64(proc: Process, fd: int, count: int, pos: int) -> bytes | int:
+    """``pread``: ``EINVAL`` for a negative offset (before the fd), ``ESPIPE`` for files
+    opened without ``FMODE_PREAD`` (dma-bufs and other pseudo files), else
+    ``vfs_read`` at ``pos``; ``f_pos`` does not move."""
+    if pos < 0:
+        return -errno.EINVAL
+    file = fdget(proc, fd)
+    if file is None:
         return -errno.EBADF
-    if file.f_op.write is None:
-        return -errno.EINVAL  # no FMODE_CAN_WRITE
-    return file.f_op.write(file, data)
+    if not file.f_mode & FMODE_PREAD:
+        return -errno.ESPIPE
+    return vfs_read(file, count, pos)
+
+
+@kernel_function("ksys_pwrite64", file="fs/read_write.c")
+def sys_pwrite64(proc: Process, fd: int, data: bytes, pos: int) -> int:
+    """``pwrite``: like :func:`sys_pread64` with ``FMODE_PWRITE`` and ``vfs_write``."""
+    if pos < 0:
+        return -errno.EINVAL
+    file = fdget(proc, fd)
+    if file is None:
+        return -errno.EBADF
+    if not file.f_mode & FMODE_PWRITE:
+        return -errno.ESPIPE
+    return vfs_write(file, data, pos)
 
 
 @kernel_function("__x64_sys_ioctl", file="fs/ioctl.c")

@@ -14,8 +14,12 @@ The order of checks is the kernel's, per spec (kernel-spec §5.1, §5.2):
   spec says (R23/R24) and undo partial PTEs; else link the vma into the mm and
   into the ``i_mmap`` of whichever file the driver left in ``vm_file`` (R25).
 
-Simplified: no rlimits, accounting, mlock, userfaultfd, NUMA policy, THP or
-guard gaps; the address-space layout is a deterministic top-down allocator.
+``MAP_LOCKED`` sets ``VM_LOCKED`` (cleared again for ``VM_SPECIAL`` vmas after
+``->mmap``) and populates the mapping like ``MAP_POPULATE``.
+
+Simplified: no rlimits (processes are root), accounting, locked_vm, userfaultfd,
+NUMA policy, THP or guard gaps; the address-space layout is a deterministic
+top-down allocator.
 """
 
 from __future__ import annotations
@@ -427,8 +431,8 @@ class MmStruct:
             | VM_MAYWRITE
             | VM_MAYEXEC
         )
-        if flags & MAP_LOCKED:
-            raise NotImplementedError("MAP_LOCKED (mlock) is not modelled")
+        # MAP_LOCKED: can_do_mlock() and mlock_future_ok() pass for the simulated
+        # processes, which run as root (CAP_IPC_LOCK): RLIMIT_MEMLOCK is never in the way
         if file is not None:
             inode = file.f_inode
             if spec.vfs_file_mmap_ok and not _file_mmap_ok(file, pgoff, length):
@@ -530,6 +534,10 @@ class MmStruct:
             if vma.vm_start != addr:
                 raise KernelOops("mmap_region", "driver changed vma->vm_start in ->mmap")
             addr = vma.vm_start
+            if vma.vm_flags & VM_LOCKED and vma.vm_flags & spec.vm_special_flags:
+                # __mmap_complete: special mappings (every PFN-mapped dma-buf) are never
+                # mlocked; VM_LOCKED goes again (vm_flags_clear(vma, VM_LOCKED_MASK))
+                vma.vm_flags &= ~VM_LOCKED
         elif vm_flags & VM_SHARED:
             from .shmem import shmem_zero_setup
 

@@ -1,15 +1,35 @@
 """mremap(2) (mm/mremap.c).
 
 The check order of the kernel (kernel-spec §5.6): flag validation and
-alignment (``EINVAL``); shrinking is a plain munmap of the tail; growth goes
-through ``vma_to_resize``: no vma at the address or a range crossing the vma
-end → ``EFAULT``; pgoff wrap → ``EINVAL``; ``VM_DONTEXPAND`` or ``VM_PFNMAP``
-→ ``EFAULT`` (R33).  A grown vma is *not* passed to ``f_op->mmap`` again,
-which is how a dma-buf mapping without ``VM_DONTEXPAND`` can reach past the
-buffer (R34).
+alignment (``EINVAL``; ``MREMAP_FIXED`` and ``MREMAP_DONTUNMAP`` need
+``MREMAP_MAYMOVE``, ``DONTUNMAP`` an unchanged length); since 5.16 the old vma
+is looked up next (``EFAULT``).  Then:
 
-Simplified: no ``MREMAP_DONTUNMAP`` moves, no ``old_len == 0`` duplication of
-shared mappings (both raise NotImplementedError).
+* **moves to a given address** (``MREMAP_FIXED``/``MREMAP_DONTUNMAP``,
+  ``mremap_to``): the new range must be aligned, within ``TASK_SIZE`` and not
+  overlap the old one (``EINVAL``); ``MREMAP_FIXED`` unmaps whatever is at the
+  destination **first** — a later failure leaves that hole, as in the kernel;
+  then ``vma_to_resize`` and ``move_vma``;
+* **shrinking** is a plain munmap of the tail;
+* **growing** goes through ``vma_to_resize``: no vma at the address or a range
+  crossing the vma end → ``EFAULT``; pgoff wrap → ``EINVAL``; ``VM_DONTEXPAND``
+  or ``VM_PFNMAP`` → ``EFAULT`` (R33); in place if the space after the vma is
+  free, else (``MREMAP_MAYMOVE``) moved.  A grown vma is *not* passed to
+  ``f_op->mmap`` again, which is how a dma-buf mapping without
+  ``VM_DONTEXPAND`` can reach past the buffer (R34).
+
+``vma_to_resize`` also refuses ``old_len == 0`` ("duplicate" a mapping) for
+private mappings (``EINVAL``) — a shared one gets a second vma over the same
+pages — and ``MREMAP_DONTUNMAP`` of ``VM_DONTEXPAND|VM_PFNMAP`` vmas (5.13+,
+``EINVAL``; 5.7-5.12 allowed it only for private anonymous vmas).
+``move_vma`` copies the vma, moves its PTEs, calls ``vm_ops->mremap`` and then
+unmaps the old range — except with ``MREMAP_DONTUNMAP``, which leaves the old
+vma in place, empty (it refaults from its file, or reads zeros if anonymous)
+and no longer ``VM_LOCKED``.  A ``VM_LOCKED`` vma populates what it gained.
+
+Simplified: no hugetlb, userfaultfd, mseal, accounting or map-count limits;
+6.16's reordered parameter checks (``EINVAL`` before ``EFAULT`` when both
+apply) and 6.17's moves spanning several vmas are not modelled.
 """
 
 from __future__ import annotations
@@ -19,8 +39,16 @@ from typing import TYPE_CHECKING
 
 from ..fs import get_file
 from ..trace import kernel_function
+from .mmap import MAP_FIXED, MAP_SHARED, TASK_SIZE
 from .page_alloc import PAGE_ALIGN, PAGE_MASK, PAGE_SHIFT, ULONG_MAX
-from .vma import VM_DONTEXPAND, VM_MAYSHARE, VM_PFNMAP, VmAreaStruct
+from .vma import (
+    VM_DONTEXPAND,
+    VM_LOCKED,
+    VM_MAYSHARE,
+    VM_PFNMAP,
+    VM_SHARED,
+    VmAreaStruct,
+)
 
 if TYPE_CHECKING:
     from .mmap import MmStruct
@@ -32,6 +60,15 @@ MREMAP_FIXED = 2
 MREMAP_DONTUNMAP = 4
 
 
+def _populate(mm: MmStruct, start: int, length: int) -> None:
+    """``mm_populate`` of what a ``VM_LOCKED`` vma gained."""
+    owner = mm.owner
+    if owner is not None and length > 0:
+        from ..syscalls import mm_populate
+
+        mm_populate(owner, start, length)
+
+
 @kernel_function("do_mremap", file="mm/mremap.c")
 def do_mremap(
     mm: MmStruct, addr: int, old_len: int, new_len: int, flags: int, new_addr: int
@@ -41,56 +78,101 @@ def do_mremap(
         return -errno.EINVAL
     if flags & MREMAP_FIXED and not flags & MREMAP_MAYMOVE:
         return -errno.EINVAL
+    # "MREMAP_DONTUNMAP is always a move and it does not allow resizing in the process."
     if flags & MREMAP_DONTUNMAP and (not flags & MREMAP_MAYMOVE or old_len != new_len):
         return -errno.EINVAL
     if addr & ~PAGE_MASK:
         return -errno.EINVAL
     old_len = PAGE_ALIGN(old_len)
     new_len = PAGE_ALIGN(new_len)
+    # "We allow a zero old-len as a special case for DOS-emu "duplicate shm area"
+    # thing. But a zero new-len is nonsensical."
     if not new_len:
         return -errno.EINVAL
-    if old_len == 0:
-        vma = mm.vma_lookup(addr)
-        if vma is None:
-            return -errno.EFAULT  # vma_to_resize (3.x) / do_mremap's vma_lookup (5.16+)
-        if not vma.vm_flags & VM_MAYSHARE:
-            return -errno.EINVAL
-        raise NotImplementedError("mremap(old_len=0) duplication of a shared mapping")
-    if flags & MREMAP_DONTUNMAP:
-        vma = mm.vma_lookup(addr)
-        if (
-            spec.mremap_dontunmap_special_einval
-            and vma is not None
-            and vma.vm_flags & (VM_DONTEXPAND | VM_PFNMAP)
-        ):
-            return -errno.EINVAL
-        raise NotImplementedError("MREMAP_DONTUNMAP moves are not modelled")
-    if flags & MREMAP_FIXED:
-        raise NotImplementedError("MREMAP_FIXED moves are not modelled")
+    if spec.mremap_vma_lookup_first and mm.vma_lookup(addr) is None:
+        return -errno.EFAULT  # 5.16+ (550a7d60bd5e): before anything else is looked at
+    if flags & (MREMAP_FIXED | MREMAP_DONTUNMAP):
+        return mremap_to(mm, addr, old_len, new_addr, new_len, flags)
     if old_len >= new_len:
         if old_len > new_len:
             ret = mm.do_munmap(addr + new_len, old_len - new_len)
             if ret:
                 return ret
         return addr
-    vma_or_err = vma_to_resize(mm, addr, old_len, new_len)
+    vma_or_err = vma_to_resize(mm, addr, old_len, new_len, flags)
     if isinstance(vma_or_err, int):
         return vma_or_err
     vma = vma_or_err
     delta = new_len - old_len
     if old_len == vma.vm_end - addr and _vma_expandable(mm, vma, delta):
         mm.vma_adjust(vma, vma.vm_start, addr + new_len, vma.vm_pgoff)
+        if vma.vm_flags & VM_LOCKED:
+            _populate(mm, addr + old_len, delta)
         return addr
     if not flags & MREMAP_MAYMOVE:
         return -errno.ENOMEM
-    return move_vma(mm, vma, addr, old_len, new_len)
+    map_flags = MAP_SHARED if vma.vm_flags & VM_MAYSHARE else 0
+    new_addr = mm.get_unmapped_area(vma.vm_file, 0, new_len, map_flags)
+    if new_addr < 0:
+        return new_addr
+    return move_vma(mm, vma, addr, old_len, new_len, new_addr, flags)
+
+
+@kernel_function("mremap_to", file="mm/mremap.c")
+def mremap_to(
+    mm: MmStruct, addr: int, old_len: int, new_addr: int, new_len: int, flags: int
+) -> int:
+    """Move (and resize) to ``new_addr`` (``MREMAP_FIXED``) or anywhere (``DONTUNMAP``)."""
+    if new_addr & ~PAGE_MASK:
+        return -errno.EINVAL
+    if new_len > TASK_SIZE or new_addr > TASK_SIZE - new_len:
+        return -errno.EINVAL
+    # "Ensure the old/new locations do not overlap"
+    if addr + old_len > new_addr and new_addr + new_len > addr:
+        return -errno.EINVAL
+    if flags & MREMAP_FIXED:
+        # "VMA is moved to dst address, and munmap dst first."  A failure below leaves
+        # this hole: the kernel does not undo it.
+        ret = mm.do_munmap(new_addr, new_len)
+        if ret:
+            return ret
+    if old_len > new_len:
+        ret = mm.do_munmap(addr + new_len, old_len - new_len)
+        if ret:
+            return ret
+        old_len = new_len
+    vma_or_err = vma_to_resize(mm, addr, old_len, new_len, flags)
+    if isinstance(vma_or_err, int):
+        return vma_or_err
+    vma = vma_or_err
+    map_flags = MAP_FIXED if flags & MREMAP_FIXED else 0
+    if vma.vm_flags & VM_MAYSHARE:
+        map_flags |= MAP_SHARED
+    ret = mm.get_unmapped_area(vma.vm_file, new_addr, new_len, map_flags)
+    if ret < 0:
+        return ret
+    if not flags & MREMAP_FIXED:
+        new_addr = ret  # "We got a new mapping"
+    return move_vma(mm, vma, addr, old_len, new_len, new_addr, flags)
 
 
 @kernel_function("vma_to_resize", file="mm/mremap.c")
-def vma_to_resize(mm: MmStruct, addr: int, old_len: int, new_len: int) -> VmAreaStruct | int:
+def vma_to_resize(
+    mm: MmStruct, addr: int, old_len: int, new_len: int, flags: int = 0
+) -> VmAreaStruct | int:
+    spec = mm.kernel.spec
     vma = mm.vma_lookup(addr)
     if vma is None:
         return -errno.EFAULT
+    # "!old_len is a special case where an attempt is made to 'duplicate' a mapping.
+    # This makes no sense for private mappings ..."
+    if not old_len and not vma.vm_flags & (VM_SHARED | VM_MAYSHARE):
+        return -errno.EINVAL
+    if flags & MREMAP_DONTUNMAP:
+        if spec.mremap_dontunmap_anon_only and (vma.vm_ops is not None or vma.vm_flags & VM_SHARED):
+            return -errno.EINVAL  # 5.7-5.12: private anonymous vmas only
+        if spec.mremap_dontunmap_special_einval and vma.vm_flags & (VM_DONTEXPAND | VM_PFNMAP):
+            return -errno.EINVAL
     if old_len > vma.vm_end - addr:
         return -errno.EFAULT  # can't remap across vm area boundaries
     if new_len == old_len:
@@ -109,23 +191,40 @@ def _vma_expandable(mm: MmStruct, vma: VmAreaStruct, delta: int) -> bool:
         return False
     if mm.vmas_in(vma.vm_end, end):
         return False
-    from .mmap import MAP_FIXED
-
     return mm.get_unmapped_area(None, vma.vm_start, end - vma.vm_start, MAP_FIXED) >= 0
 
 
 @kernel_function("move_vma", file="mm/mremap.c")
-def move_vma(mm: MmStruct, vma: VmAreaStruct, addr: int, old_len: int, new_len: int) -> int:
-    """Copy the vma to a new range, move its PTEs, then unmap the old range."""
+def move_vma(
+    mm: MmStruct,
+    vma: VmAreaStruct,
+    addr: int,
+    old_len: int,
+    new_len: int,
+    new_addr: int,
+    flags: int = 0,
+) -> int:
+    """Copy the vma to ``new_addr``, move its PTEs, then unmap the old range.
+
+    ``MREMAP_DONTUNMAP`` keeps the old vma (emptied of its PTEs, ``VM_LOCKED``
+    cleared); ``old_len == 0`` (duplicating a shared mapping) moves no PTEs and its
+    ``do_munmap`` of a zero length fails quietly, so the old mapping stays too.
+    """
+    if vma.vm_ops is not None and vma.vm_ops.may_split is not None:
+        err = 0
+        if vma.vm_start != addr:
+            err = vma.vm_ops.may_split(vma, addr)
+        if not err and vma.vm_end != addr + old_len:
+            err = vma.vm_ops.may_split(vma, addr + old_len)
+        if err:
+            return err
+    vm_flags = vma.vm_flags
     pgoff = vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT)
-    new_addr = mm.get_unmapped_area(vma.vm_file, 0, new_len, 0)
-    if new_addr < 0:
-        return new_addr
     new = VmAreaStruct(
         mm,
         new_addr,
         new_addr + new_len,
-        vma.vm_flags,
+        vm_flags,
         vma.vm_page_prot,
         pgoff,
         vm_file=vma.vm_file,
@@ -149,7 +248,14 @@ def move_vma(mm: MmStruct, vma: VmAreaStruct, addr: int, old_len: int, new_len: 
         err = new.vm_ops.mremap(new)
         if err:
             return err
-    ret = mm.do_munmap(addr, old_len)
-    if ret:
-        return ret
+    if flags & MREMAP_DONTUNMAP:
+        # "We always clear VM_LOCKED[ONFAULT] on the old vma"; its PTEs moved away
+        vma.vm_flags &= ~VM_LOCKED
+        return new_addr
+    if old_len:
+        ret = mm.do_munmap(addr, old_len)
+        if ret:
+            return ret
+    if vm_flags & VM_LOCKED and new_len > old_len:
+        _populate(mm, new_addr + old_len, new_len - old_len)
     return new_addr

@@ -148,12 +148,12 @@ def _shmem_llseek(file: File, offset: int, whence: int) -> int:
     return new
 
 
-def _shmem_read(file: File, count: int) -> bytes | int:
+def _shmem_read(file: File, count: int, pos: int) -> bytes | int:
+    """``shmem_file_read_iter`` at ``pos``: holes read as zeros, nothing past ``i_size``."""
     inode = file.f_inode
     kernel = inode.kernel
-    end = min(inode.i_size, file.f_pos + count)
+    end = min(inode.i_size, pos + count)
     out = bytearray()
-    pos = file.f_pos
     while pos < end:
         index, off = divmod(pos, PAGE_SIZE)
         chunk = min(end - pos, PAGE_SIZE - off)
@@ -167,21 +167,20 @@ def _shmem_read(file: File, count: int) -> bytes | int:
                 kernel.access_observer.cpu_access(pa, piece, False, "read(2)")
             out += piece
         pos += chunk
-    file.f_pos = pos
     return bytes(out)
 
 
-def _shmem_write(file: File, data: bytes) -> int:
+def _shmem_write(file: File, data: bytes, pos: int) -> int:
+    """``shmem_file_write_iter`` at ``pos`` (seals checked in ``shmem_write_begin``)."""
     inode = file.f_inode
     info = inode.i_private
     seals = info.seals if isinstance(info, ShmemInfo) else 0
     if seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE):
         return -errno.EPERM
-    end = file.f_pos + len(data)
+    end = pos + len(data)
     if end > inode.i_size and seals & F_SEAL_GROW:
         return -errno.EPERM
     kernel = inode.kernel
-    pos = file.f_pos
     done = 0
     while done < len(data):
         index, off = divmod(pos + done, PAGE_SIZE)
@@ -193,9 +192,68 @@ def _shmem_write(file: File, data: bytes) -> int:
         if kernel.access_observer is not None:
             kernel.access_observer.cpu_access(pa, piece, True, "write(2)")
         done += chunk
-    file.f_pos = end
     inode.i_size = max(inode.i_size, end)
     return done
+
+
+@kernel_function("shmem_fallocate", file="mm/shmem.c")
+def shmem_fallocate(file: File, mode: int, offset: int, length: int) -> int:
+    """Punch a hole (``FALLOC_FL_PUNCH_HOLE``) or allocate pages; other modes ``EOPNOTSUPP``.
+
+    A hole is unmapped from every shared mapping of the file (``unmap_mapping_range``;
+    private COW copies stay) and its pages leave the page cache
+    (``shmem_truncate_range``), the partial pages at its edges zeroed.  A page that
+    someone else holds — udmabuf pins its memfd's pages — lives on for them with its
+    contents: a udmabuf mapping keeps reading the old bytes while the memfd reads zeros.
+    """
+    from ..fs_open import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
+    from .memory import unmap_mapping_range
+
+    if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE):
+        return -errno.EOPNOTSUPP
+    inode = file.f_inode
+    info = inode.i_private
+    seals = info.seals if isinstance(info, ShmemInfo) else 0
+    if mode & FALLOC_FL_PUNCH_HOLE:
+        if seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE):
+            return -errno.EPERM
+        unmap_start = -(-offset // PAGE_SIZE) * PAGE_SIZE  # round_up
+        unmap_end = (offset + length) // PAGE_SIZE * PAGE_SIZE - 1  # round_down - 1
+        if unmap_end > unmap_start:
+            unmap_mapping_range(inode.i_mapping, unmap_start, 1 + unmap_end - unmap_start, 0)
+        shmem_truncate_range(inode, offset, offset + length - 1)
+        return 0
+    end = offset + length
+    if seals & F_SEAL_GROW and end > inode.i_size:
+        return -errno.EPERM
+    for index in range(offset >> PAGE_SHIFT, (end + PAGE_SIZE - 1) >> PAGE_SHIFT):
+        shmem_read_mapping_page(inode, index)  # shmem_get_folio(SGP_FALLOC)
+    if not mode & FALLOC_FL_KEEP_SIZE and end > inode.i_size:
+        inode.i_size = end
+    return 0
+
+
+@kernel_function("shmem_truncate_range", file="mm/shmem.c")
+def shmem_truncate_range(inode: Inode, lstart: int, lend: int) -> None:
+    """Drop the page cache pages wholly inside ``[lstart, lend]``; zero the partial ones."""
+    from .memory import put_page
+
+    kernel = inode.kernel
+    mapping = inode.i_mapping
+    first_full = -(-lstart // PAGE_SIZE)
+    last_full = (lend + 1) // PAGE_SIZE - 1
+    for index in sorted(i for i in mapping.pages if first_full <= i <= last_full):
+        pfn = mapping.pages.pop(index)
+        page = kernel.mem.pfn_to_page(pfn)
+        page.mapping = None
+        put_page(kernel, page)  # the page cache's reference; pinners keep theirs
+    for index in {lstart // PAGE_SIZE, lend // PAGE_SIZE}:
+        if first_full <= index <= last_full or index not in mapping.pages:
+            continue
+        page_start = index * PAGE_SIZE
+        lo = max(lstart, page_start) - page_start
+        hi = min(lend + 1, page_start + PAGE_SIZE) - page_start
+        kernel.cache.store((mapping.pages[index] << PAGE_SHIFT) + lo, bytes(hi - lo))
 
 
 def _shmem_release(inode: Inode, file: File) -> int:
@@ -213,6 +271,8 @@ def _shmem_release(inode: Inode, file: File) -> int:
 
 
 def _shmem_fops() -> FileOperations:
+    from ..fs_sync import noop_fsync
+
     return FileOperations(
         owner="shmem",
         mmap=shmem_mmap,
@@ -220,13 +280,16 @@ def _shmem_fops() -> FileOperations:
         read=_shmem_read,
         write=_shmem_write,
         release=_shmem_release,
+        fsync=noop_fsync,
+        fallocate=shmem_fallocate,
     )
 
 
 @kernel_function("shmem_file_setup", file="mm/shmem.c")
 def shmem_file_setup(kernel: Kernel, name: str, size: int, *, seals: int = F_SEAL_SEAL) -> File:
     """An unlinked shmem file of ``size`` bytes, open read-write."""
-    inode = Inode(kernel, kernel.next_ino(), S_IFREG | 0o600, "shmem", i_size=size)
+    # shmem_get_inode(..., S_IFREG | S_IRWXUGO, ...)
+    inode = Inode(kernel, kernel.next_ino(), S_IFREG | 0o777, "shmem", i_size=size)
     inode.i_private = ShmemInfo(seals)
     fops = _shmem_fops()
     inode.i_fop = FileOperations(owner="shmem", open=lambda i, f: 0)
@@ -258,14 +321,23 @@ def shmem_zero_setup(vma: VmAreaStruct) -> int:
 @kernel_function("memfd_create", file="mm/memfd.c")
 def memfd_create(kernel: Kernel, name: str, flags: int) -> File | int:
     """``memfd_create``: the file, or ``-errno`` (the fd is installed by the caller)."""
-    if flags & ~(MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB | MFD_NOEXEC_SEAL | MFD_EXEC):
+    known = MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB
+    if kernel.spec.memfd_noexec_seal:  # 6.3 (105ff5339f49)
+        known |= MFD_NOEXEC_SEAL | MFD_EXEC
+    if flags & ~known:
         return -errno.EINVAL
+    if flags & MFD_EXEC and flags & MFD_NOEXEC_SEAL:
+        return -errno.EINVAL  # check_sysctl_memfd_noexec / "Invalid exec flags"
     if flags & MFD_HUGETLB:
         raise NotImplementedError("MFD_HUGETLB (hugetlbfs) is not modelled")
     if len(name.encode()) > MEMFD_NAME_MAX_LEN:
         return -errno.EINVAL
-    seals = 0 if flags & MFD_ALLOW_SEALING else F_SEAL_SEAL
+    seals = 0 if flags & (MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL) else F_SEAL_SEAL
+    if flags & MFD_NOEXEC_SEAL:
+        seals |= F_SEAL_EXEC
     file = shmem_file_setup(kernel, f"memfd:{name}", 0, seals=seals)
+    if flags & MFD_NOEXEC_SEAL:
+        file.f_inode.i_mode &= ~0o111
     file.f_flags |= O_LARGEFILE  # memfd_create sets it explicitly (F_GETFL shows 0100002)
     return file
 
