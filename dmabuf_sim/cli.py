@@ -34,24 +34,40 @@ def _cmd_tour(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spec_value(v: object) -> str:
+    """A behaviour's value in full: yes/no, hex for flag words, the text otherwise."""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return hex(v)
+    return str(v)
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
 def _cmd_specs(args: argparse.Namespace) -> int:
+    """The release table (``SPECS.for_release``) and the behaviours, values in full."""
     names = list(SPECS)
-    fields = Spec.behaviours()
-    width = max(len(f.name) for f in fields)
-    print(" " * width + "  " + "  ".join(n.ljust(8) for n in names))
-    for f in fields:
-        vals = [getattr(SPECS[n], f.name) for n in names]
-        if not args.all and len({repr(v) for v in vals}) == 1:
+    print("Kernel releases and the spec that models them (SPECS.for_release):")
+    rows = [["releases", "spec", "recorded", "note"]]
+    rows += [[r.describe(), r.spec, r.recorded, r.note] for r in SPECS.releases]
+    print(_table(rows))
+    print()
+    if args.all:
+        print("Every behaviour:")
+    else:
+        print("Behaviours that differ between the specs (--all for every one):")
+    rows = [["behaviour", *names, "since", "meaning"]]
+    for f in Spec.behaviours():
+        vals = [_spec_value(getattr(SPECS[n], f.name)) for n in names]
+        if not args.all and len(set(vals)) == 1:
             continue
-        cells = []
-        for v in vals:
-            text = (
-                ("yes" if v else "no")
-                if isinstance(v, bool)
-                else (hex(v) if isinstance(v, int) else str(v))
-            )
-            cells.append(text[:8].ljust(8))
-        print(f.name.ljust(width) + "  " + "  ".join(cells))
+        rows.append([f.name, *vals, f.metadata["since"], f.metadata["doc"]])
+    print(_table(rows))
     return 0
 
 

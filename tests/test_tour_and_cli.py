@@ -194,6 +194,16 @@ def test_cli_specs_table_and_functions(capsys: pytest.CaptureFixture[str]) -> No
     assert main(["specs"]) == 0
     table = capsys.readouterr().out
     assert "per_buffer_inode" in table and "dma_buf_mmap_swap" in table
+    # the release table, then full values with "since" and the meaning
+    assert "6.12.0 – 6.18.y  v6.12" in table and "7.1.4 – 7.3.y" in table
+    row = next(line for line in table.splitlines() if line.startswith("dma_buf_mmap_swap "))
+    assert "restore_on_error" in row and "vma_set_file" in row and "fput_then_get" in row
+    assert "3.5 fput_then_get; 3.9 restore_on_error; 5.11 vma_set_file" in row
+    noexec = next(line for line in table.splitlines() if line.startswith("pseudo_fs_noexec "))
+    assert noexec.split()[1:9] == ["no"] * 7 + ["yes"] and "SB_I_NOEXEC" in noexec
+    assert not any(line.startswith("config_dma_shared_buffer ") for line in table.splitlines())
+    assert main(["specs", "--all"]) == 0
+    assert "\nconfig_dma_shared_buffer " in capsys.readouterr().out  # the same in every spec
     assert main(["functions"]) == 0
     funcs = capsys.readouterr().out
     assert "dma_buf_mmap_internal" in funcs and "drivers/dma-buf/dma-buf.c" in funcs

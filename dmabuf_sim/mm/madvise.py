@@ -358,8 +358,8 @@ def madvise_populate(mm: MmStruct, start: int, end: int, write: bool) -> int:
     a fault would SIGBUS/SIGSEGV, ``ENOMEM`` for a hole; pages faulted before the
     error stay faulted.
     """
-    from ..errors import Signal
     from .memory import handle_mm_fault
+    from .vma import VM_FAULT_ERROR
 
     addr = start
     while addr < end:
@@ -378,9 +378,8 @@ def madvise_populate(mm: MmStruct, start: int, end: int, write: bool) -> int:
         while addr < stop:
             pte = mm.pgtable.get(addr >> PAGE_SHIFT)
             if pte is None or (write and not pte_write(pte)):
-                try:
-                    handle_mm_fault(vma, addr, FAULT_FLAG_WRITE if write else 0)
-                except Signal:
+                fault = handle_mm_fault(vma, addr, FAULT_FLAG_WRITE if write else 0)
+                if fault & VM_FAULT_ERROR:
                     return -errno.EFAULT  # VM_FAULT_SIGBUS or VM_FAULT_SIGSEGV
             addr += PAGE_SIZE
     return 0
