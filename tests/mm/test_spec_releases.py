@@ -118,3 +118,17 @@ def test_executable_dmabuf_mappings_before_the_noexec_change(spec: str) -> None:
     a = p.mmap(0, PAGE, rx, mmap.MAP_SHARED, fd, 0)
     p.mprotect(a, PAGE, mmap.PROT_READ)
     p.mprotect(a, PAGE, rx)
+
+
+def test_the_kernel_lines_page_and_the_spec_docstring_run_as_printed() -> None:
+    """docs/kernel-lines.md and dmabuf_sim.spec's examples are doctests."""
+    import doctest
+    from pathlib import Path
+
+    import dmabuf_sim.spec
+
+    page = Path(__file__).parents[2] / "docs" / "kernel-lines.md"
+    result = doctest.testfile(str(page), module_relative=False, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 10 and result.failed == 0
+    result = doctest.testmod(dmabuf_sim.spec)
+    assert result.attempted >= 4 and result.failed == 0
