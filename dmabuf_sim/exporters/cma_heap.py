@@ -4,11 +4,12 @@ One physically contiguous block, zeroed at allocation.
 
 * **mmap** rejects non-shared vmas (``EINVAL``, R57) and installs a fault
   handler: pages arrive lazily.  6.1: the handler returns the refcounted page
-  and checks ``pgoff > pagecount`` — off by one — and no vm flags are set, so
-  ``mremap`` can grow the vma past the buffer and a fault at
-  ``pgoff == pagecount`` reads ``pages[pagecount]``, past the array (R34,
-  fixed in 6.11).  Since 6.8 ``VM_IO|VM_PFNMAP|VM_DONTEXPAND|VM_DONTDUMP`` and
-  ``vmf_insert_pfn`` (spec ``cma_heap_pfnmap``).
+  and no vm flags are set, so ``mremap`` can grow the vma past the buffer; 6.1.0
+  checked ``pgoff > pagecount`` — off by one — so a fault at ``pgoff ==
+  pagecount`` read ``pages[pagecount]``, past the array (R34; ea5ff5d351b5,
+  fixed in 6.11 and in 6.1.y since Sept 2024: spec ``cma_heap_fault_off_by_one``,
+  off in the modelled 6.1.192).  Since 6.8 ``VM_IO|VM_PFNMAP|VM_DONTEXPAND|
+  VM_DONTDUMP`` and ``vmf_insert_pfn`` (spec ``cma_heap_pfnmap``).
 * **Coherency**: like the system heap, begin/end_cpu_access sync mapped
   attachments; the user mapping is cached.
 """

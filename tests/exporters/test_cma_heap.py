@@ -2,9 +2,10 @@
 
 One physically contiguous block; ``mmap`` refuses non-shared vmas and installs a
 fault handler, so pages arrive lazily, one per touch.  v6.1 sets no vm flags and
-returns a refcounted page with an off-by-one bounds check (``pgoff > pagecount``),
-so after ``mremap`` growth the first page past the end reads ``pages[pagecount]``
-(R34, fixed in 6.11); since 6.8 the vma is ``VM_IO|VM_PFNMAP|VM_DONTEXPAND|
+returns a refcounted page; 6.1.0 had an off-by-one bounds check (``pgoff >
+pagecount``), so after ``mremap`` growth the first page past the end read
+``pages[pagecount]`` (R34, fixed in 6.11 and in 6.1.y since Sept 2024, so not in
+the modelled 6.1.192); since 6.8 the vma is ``VM_IO|VM_PFNMAP|VM_DONTEXPAND|
 VM_DONTDUMP``, pages go in with ``vmf_insert_pfn`` and growth fails EFAULT (R33).
 """
 
