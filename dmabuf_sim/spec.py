@@ -229,6 +229,37 @@ class Spec:
     )
     drm_shmem_rejects_cow: bool = _b("6.9", "", "GEM shmem mmap refuses MAP_PRIVATE (EINVAL)")
 
+    # --- fences, timelines, modules (defaulted: specs built without them get these) ----
+    dma_resv_usages: bool = field(
+        default=True,
+        validator=attrs.validators.instance_of(bool),
+        metadata={
+            "since": '5.19 (7bc80a5462c3 "dma-buf: add enum dma_resv_usage v4")',
+            "rules": "R46,R50,R51",
+            "doc": "fences carry a usage (KERNEL<WRITE<READ<BOOKKEEP); before, one exclusive"
+            " (write) fence and a list of shared (read) fences",
+        },
+    )
+    has_sw_sync: bool = field(
+        default=True,
+        validator=attrs.validators.instance_of(bool),
+        metadata={
+            "since": "4.9 (drivers/dma-buf/sw_sync.c; drivers/staging/android before)",
+            "rules": "",
+            "doc": "<debugfs>/sync/sw_sync: software timelines whose fences come as sync_files",
+        },
+    )
+    delete_module_never_waits: bool = field(
+        default=True,
+        validator=attrs.validators.instance_of(bool),
+        metadata={
+            "since": '3.13 (3f2b9c9cdf38 "module: remove rmmod --wait option.")',
+            "rules": "",
+            "doc": "delete_module fails EWOULDBLOCK while the module is in use; before, without"
+            " O_NONBLOCK it slept until the refcount reached 0",
+        },
+    )
+
     def replace(self, **changes: Any) -> Spec:
         """Return a copy with some behaviours changed (a "what if" kernel).
 
@@ -313,6 +344,9 @@ _V35 = Spec(
     drm_shmem_import_put_on_success=False,
     drm_shmem_resv_locking=False,
     drm_shmem_rejects_cow=False,
+    dma_resv_usages=False,  # no dma_resv at all before 3.17; slots until 5.19
+    has_sw_sync=False,
+    delete_module_never_waits=False,
 )
 
 # The RFC as posted differs from the merge only in the uninitialised read (R61);
@@ -386,6 +420,9 @@ _V61 = Spec(
     drm_shmem_import_put_on_success=False,
     drm_shmem_resv_locking=False,
     drm_shmem_rejects_cow=False,
+    dma_resv_usages=True,
+    has_sw_sync=True,
+    delete_module_never_waits=True,
 )
 
 # 6.12 vs 6.1 (read in the sources; see docs/research-kernel-6.12.md): vmap under the

@@ -56,6 +56,7 @@ from ..dma_buf.dma_fence import DmaFence, dma_fence_signal
 from ..dma_buf.dma_resv import DmaResvUsage, dma_resv_usage_rw
 from ..dma_buf.mmap import dma_buf_mmap
 from ..errors import KernelError, KernelOops
+from ..jiffies import HZ, TICK_NSEC, jiffies
 from ..mm.memory import get_page, put_page, vmf_insert_pfn
 from ..mm.mmap import is_cow_mapping
 from ..mm.page_alloc import PAGE_ALIGN, PAGE_SHIFT, PAGE_SIZE
@@ -106,6 +107,7 @@ if TYPE_CHECKING:
     from ..kernel import Kernel
 
 __all__ = [
+    "VGEM_FENCE_TIMEOUT",
     "VGEM_FENCE_TIMEOUT_NS",
     "DrmGemShmemObject",
     "VgemDevice",
@@ -117,8 +119,9 @@ __all__ = [
 _SHMEM = "drivers/gpu/drm/drm_gem_shmem_helper.c"
 _VGEM = "drivers/gpu/drm/vgem/vgem_drv.c"
 _VGEM_FENCE = "drivers/gpu/drm/vgem/vgem_fence.c"
-VGEM_FENCE_TIMEOUT_NS = 10 * 1_000_000_000
-"""``VGEM_FENCE_TIMEOUT`` (``10*HZ``): "We force the fence to expire within 10s"."""
+VGEM_FENCE_TIMEOUT = 10 * HZ
+"""``VGEM_FENCE_TIMEOUT`` (jiffies): "We force the fence to expire within 10s"."""
+VGEM_FENCE_TIMEOUT_NS = VGEM_FENCE_TIMEOUT * TICK_NSEC
 _SHMEM_DUMB_PITCH_ALIGN = 8
 """6.19's ``drm_mode_size_dumb(dev, args, SZ_8, 0)`` (a 2025 follow-up proposes 0)."""
 
@@ -493,16 +496,23 @@ def vgem_fence_timeout(fence: DmaFence) -> None:
 
 @kernel_function("vgem_fence_create", file=_VGEM_FENCE)
 def vgem_fence_create(dev: DrmDevice, vfile: VgemFile, flags: int) -> DmaFence:
-    """A fence on a fresh context (``dma_fence_context_alloc(1)``) that expires in 10 s."""
+    """A fence on a fresh context (``dma_fence_context_alloc(1)``) that expires in 10 s.
+
+    Only VGEM_FENCE_SIGNAL, the file's release or the timer
+    (``mod_timer(&fence->timer, jiffies + VGEM_FENCE_TIMEOUT)``) signal it; a waiter
+    sleeps until one of them does.
+    """
     kernel = dev.kernel
     vgem = dev.dev_private
     assert isinstance(vgem, VgemDevice)
     vgem.fence_contexts += 1
-    fence = DmaFence(
-        kernel, f"vgem:{vgem.fence_contexts}", 1, completes_at=kernel.clock + VGEM_FENCE_TIMEOUT_NS
-    )
+    fence = DmaFence(kernel, f"vgem:{vgem.fence_contexts}", 1)
     # "We force the fence to expire within 10s to prevent driver hangs"
-    kernel.schedule(kernel.clock + VGEM_FENCE_TIMEOUT_NS, partial(vgem_fence_timeout, fence))
+    fence.timer = kernel.schedule(
+        (jiffies(kernel) + VGEM_FENCE_TIMEOUT) * TICK_NSEC,
+        partial(vgem_fence_timeout, fence),
+        name=f"vgem_fence_timeout({fence.trace_name()})",
+    )
     return fence
 
 
