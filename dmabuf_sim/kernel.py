@@ -29,6 +29,7 @@ from .spec import Spec, get_spec
 from .trace import TraceEvent, Tracer
 
 if TYPE_CHECKING:
+    from .module import Module, ModuleUnload
     from .process import Process
 
 __all__ = ["AccessObserver", "BadPage", "ChrDev", "Kernel", "Timer"]
@@ -129,6 +130,10 @@ class Kernel:
     """Waits for device work that happened inside a fault handler (R55 forbids them)."""
     clock: int
     """Virtual time in nanoseconds; advances only while a task sleeps (see :mod:`.wait`)."""
+    modules: dict[str, Module] = field(repr=False)
+    """Loaded modules by name (see :mod:`.module`)."""
+    module_unloads: list[ModuleUnload] = field(repr=False)
+    """Every module unloaded so far, with what still used its code at that moment."""
     events_run: int
     """How many pending events have run so far (a sleeper's wake-up count)."""
     _timers: list[tuple[int, int, Timer]] = field(repr=False)
@@ -174,6 +179,8 @@ class Kernel:
         self.lock_violations = []
         self.fault_waits = []
         self.events_run = 0
+        self.modules = {}
+        self.module_unloads = []
         self._timers = []
         self._timer_seq = itertools.count()
         self.zero_pfn = self.mem.alloc_pages(0)  # ZERO_PAGE(0)
@@ -229,6 +236,10 @@ class Kernel:
         dev = ChrDev(path, fops, inode, driver)
         self.chrdevs[path] = dev
         return dev
+
+    def unregister_chrdev(self, path: str) -> None:
+        """Remove a device node (``misc_deregister``/``device_destroy``): opens fail ENOENT."""
+        self.chrdevs.pop(path, None)
 
     # -- instruments ------------------------------------------------------------------
     def add_instrument(self, instrument: Any) -> Callable[[], None]:

@@ -342,6 +342,24 @@ class Process:
         self.alive = False
         self.kernel.processes.pop(self.pid, None)
 
+    # -- modules -------------------------------------------------------------------------
+    def delete_module(self, name: str, flags: int = os.O_NONBLOCK) -> int:
+        """``delete_module(2)``, as kmod's ``rmmod`` calls it (``O_NONBLOCK``): returns 0
+        once the module is unloaded.
+
+        ``OSError``: ``ENOENT`` — no such module loaded (built-in drivers such as udmabuf
+        and the dma-heaps have none); ``EWOULDBLOCK`` — still in use (an open device fd, or a
+        dma-buf it exported is alive: any fd, mapping, attachment or kernel reference);
+        ``EBUSY`` — being removed, or it cannot be removed.
+        """
+        from .module import delete_module
+
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str (the module name), not {type(name).__name__}")
+        flags = _int("flags", flags)
+        with self._enter():
+            return _check(delete_module(self.kernel, name, flags & 0xFFFFFFFF))
+
     # -- procfs ----------------------------------------------------------------------
     def file(self, fd: int) -> File:
         """The kernel ``struct file`` behind ``fd`` (for inspection; no reference taken)."""

@@ -164,6 +164,11 @@ def _reopen_proc_fd(proc: Process, m: re.Match[str], flags: int) -> int:
     fd = get_unused_fd_flags(proc, flags)
     if fd < 0:
         return fd
+    from .module import try_module_get
+
+    if not try_module_get(old.f_op.module):  # fops_get
+        put_unused_fd(proc, fd)
+        return -errno.ENODEV
     file = File(
         kernel,
         inode,
@@ -179,11 +184,18 @@ def _reopen_proc_fd(proc: Process, m: re.Match[str], flags: int) -> int:
 
 
 def _do_dentry_open(file: File) -> int:
+    from .module import module_put, try_module_get
+
+    if not try_module_get(file.f_op.module):  # fops_get: the driver is going away
+        file.f_count = 0
+        file.released = True
+        return -errno.ENODEV
     if file.f_op.open is not None:
         ret = file.f_op.open(file.f_inode, file)
         if ret:
             file.f_count = 0
             file.released = True
+            module_put(file.f_op.module)
             return ret
     return 0
 

@@ -79,6 +79,7 @@ if TYPE_CHECKING:
     from ..device import Device, SgTable
     from ..dma_buf.core import DmaBuf, DmaBufAttachment, IosysMap
     from ..kernel import Kernel
+    from ..module import Module
 
 __all__ = [
     "DRM_FILE_PAGE_OFFSET_SIZE",
@@ -93,6 +94,7 @@ __all__ = [
     "DrmVmaOffsetManager",
     "DrmVmaOffsetNode",
     "drm_dev_register",
+    "drm_dev_unregister",
     "drm_gem_create_mmap_offset",
     "drm_gem_dumb_map_offset",
     "drm_gem_handle_create",
@@ -346,6 +348,9 @@ class DrmDriver:
     gem_prime_import_sg_table: (
         Callable[[DrmDevice, DmaBufAttachment, SgTable], DrmGemObject] | None
     ) = None
+    owner: Module | None = None
+    """``driver->fops->owner``: the driver's module (THIS_MODULE); None when built in.
+    Every open DRM fd and every dma-buf the driver exports holds a reference on it."""
 
 
 @define(eq=False, slots=True)
@@ -369,9 +374,11 @@ class DrmDevice:
         return f"drm({self.driver.name})"
 
 
-def drm_gem_fops() -> FileOperations:
-    """``DEFINE_DRM_GEM_FOPS``: open/release/ioctl from the core, mmap = ``drm_gem_mmap``."""
+def drm_gem_fops(module: Module | None = None) -> FileOperations:
+    """``DEFINE_DRM_GEM_FOPS``: open/release/ioctl from the core, mmap = ``drm_gem_mmap``;
+    ``.owner = THIS_MODULE`` of the driver that defines them."""
     return FileOperations(
+        module=module,
         owner="drm",
         open=drm_open,
         release=drm_release,
@@ -385,9 +392,15 @@ def drm_dev_register(kernel: Kernel, driver: DrmDriver, dev: Device, path: str) 
     """Create the device, its anon inode and its node at ``path`` (``/dev/dri/card0``)."""
     anon = alloc_anon_inode(kernel, "drm")  # drm_fs_inode_new()
     drm = DrmDevice(kernel, driver, dev, anon, path)
-    chrdev = kernel.register_chrdev(path, drm_gem_fops(), drm)
+    chrdev = kernel.register_chrdev(path, drm_gem_fops(driver.owner), drm)
     chrdev.inode.i_private = drm  # what drm_minor_acquire(iminor(inode)) finds
     return drm
+
+
+@kernel_function("drm_dev_unregister", file="drivers/gpu/drm/drm_drv.c")
+def drm_dev_unregister(dev: DrmDevice) -> None:
+    """The device node goes: later opens of it fail ``ENOENT``."""
+    dev.kernel.unregister_chrdev(dev.path)
 
 
 # -- drm_file.c ------------------------------------------------------------------------

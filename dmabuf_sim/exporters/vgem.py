@@ -72,6 +72,7 @@ from ..mm.vma import (
     VmOperationsStruct,
 )
 from ..mm.vmalloc import KernelMapping, vmap, vunmap
+from ..module import Module, register_module_file, request_module
 from ..trace import kernel_function
 from ..uapi import (
     DRM_COMMAND_BASE,
@@ -90,6 +91,7 @@ from .drm_gem import (
     DrmGemObjectFuncs,
     DrmIoctlDesc,
     drm_dev_register,
+    drm_dev_unregister,
     drm_gem_create_mmap_offset,
     drm_gem_handle_create,
     drm_gem_object_init,
@@ -629,15 +631,27 @@ class VgemDevice:
 
     @classmethod
     def register(cls, kernel: Kernel) -> VgemDevice:
-        """Load the module (``vgem_init``): the device and ``/dev/dri/card0``."""
-        return vgem_init(kernel)
+        """Install vgem.ko and load it (``modprobe vgem``): the device and ``/dev/dri/card0``.
+
+        The module can be unloaded (``Process.delete_module("vgem", O_NONBLOCK)``) once no
+        DRM fd and no exported dma-buf holds it, and loaded again with
+        :func:`~dmabuf_sim.module.request_module`.
+        """
+        register_module_file(kernel, "vgem", init=vgem_module_init, exit=vgem_exit)
+        ret = request_module(kernel, "vgem")
+        if ret:
+            raise KernelError(-ret, "request_module")
+        vgem = kernel.drivers["vgem"]
+        assert isinstance(vgem, VgemDevice)
+        return vgem
 
     def trace_name(self) -> str:
         return "vgem"
 
 
 @kernel_function("vgem_init", file=_VGEM)
-def vgem_init(kernel: Kernel) -> VgemDevice:
+def vgem_init(kernel: Kernel, owner: Module | None = None) -> VgemDevice:
+    """Register the platform device and the DRM device (its fops owned by ``owner``)."""
     vgem = VgemDevice(kernel, Device(kernel, "vgem"))
     driver = DrmDriver(
         name="vgem",
@@ -648,10 +662,29 @@ def vgem_init(kernel: Kernel) -> VgemDevice:
         dumb_create=drm_gem_shmem_dumb_create,
         gem_create_object=vgem_gem_create_object,
         gem_prime_import_sg_table=drm_gem_shmem_prime_import_sg_table,
+        owner=owner,
     )
     vgem.drm = drm_dev_register(kernel, driver, vgem.platform, VgemDevice.PATH)
     vgem.drm.dev_private = vgem
     return vgem
 
 
-__all__ += ["DRM_GEM_SHMEM_FUNCS", "DRM_GEM_SHMEM_VM_OPS", "vgem_init"]
+def vgem_module_init(mod: Module) -> int:
+    """``module_init(vgem_init)``: the driver's state hangs off its module."""
+    vgem = vgem_init(mod.kernel, owner=mod)
+    mod.private = vgem
+    mod.kernel.drivers["vgem"] = vgem
+    return 0
+
+
+@kernel_function("vgem_exit", file=_VGEM)
+def vgem_exit(mod: Module) -> None:
+    """``module_exit(vgem_exit)``: unregister the DRM device; ``/dev/dri/card0`` goes."""
+    vgem = mod.private
+    assert isinstance(vgem, VgemDevice)
+    drm_dev_unregister(vgem.drm)
+    if mod.kernel.drivers.get("vgem") is vgem:
+        del mod.kernel.drivers["vgem"]
+
+
+__all__ += ["DRM_GEM_SHMEM_FUNCS", "DRM_GEM_SHMEM_VM_OPS", "vgem_exit", "vgem_init"]
