@@ -439,3 +439,19 @@ def test_sync_file_info_lists_the_fences_of_an_exported_array(spec: str) -> None
     with pytest.raises(OSError) as err:
         p.ioctl(sf, SYNC_IOC_FILE_INFO, SyncFileInfo(flags=1))
     assert err.value.errno == errno.EINVAL
+
+
+def test_readme_time_waits_and_modules_snippet_prints_what_it_shows() -> None:
+    """The README's "Time, waits and modules" snippet runs as printed and prints its output."""
+    import contextlib
+    import io
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Time, waits and modules") :]
+    code, shown = re.findall(r"```(?:python|text)\n(.*?)```", section, re.S)[:2]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), {})
+    assert out.getvalue() == shown
