@@ -22,7 +22,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from attrs import define, field
 
@@ -61,7 +61,7 @@ def _int(name: str, value: object) -> int:
     return value
 
 
-def _pollfds(fd: object, events: object, timeout_ms: object) -> tuple[list[list[int]], bool]:
+def _pollfds(fd: object, events: object) -> tuple[list[list[int]], bool]:
     """Validate poll's arguments: ``[fd, events, revents]`` entries and whether one fd."""
     if isinstance(fd, (list, tuple)):
         if events is not None:
@@ -187,12 +187,20 @@ class Process:
         with self._enter():
             return _check(sc.sys_ioctl(self, fd, request, arg))
 
+    @overload
+    def poll(self, fd: int, events: int, timeout_ms: int | None = 0) -> int: ...
+
+    @overload
+    def poll(
+        self, fd: Sequence[tuple[int, int]], events: None = None, timeout_ms: int | None = 0
+    ) -> list[tuple[int, int]]: ...
+
     def poll(
         self,
         fd: int | Sequence[tuple[int, int]],
         events: int | None = None,
         timeout_ms: int | None = 0,
-    ) -> Any:
+    ) -> int | list[tuple[int, int]]:
         """``poll(2)`` on the virtual clock.
 
         * ``poll(fd, events, timeout_ms=0)`` polls one fd and returns its ``revents``
@@ -210,7 +218,7 @@ class Process:
         pending (``signal_pending``) and nothing is ready, ``OSError(EINVAL)`` for more
         than RLIMIT_NOFILE (1024) entries.
         """
-        entries, single = _pollfds(fd, events, timeout_ms)
+        entries, single = _pollfds(fd, events)
         if timeout_ms is None:
             timeout = -1
         else:
