@@ -38,6 +38,7 @@ __all__ = [
     "KernelError",
     "KernelOops",
     "Signal",
+    "TaskHung",
     "errname",
     "os_error",
 ]
@@ -50,7 +51,9 @@ BUS_ADRERR = 2
 
 # Kernel-internal errnos (include/linux/errno.h); never seen by userspace.
 ERESTARTSYS = 512
+ERESTARTNOHAND = 514
 ENOIOCTLCMD = 515
+ERESTART_RESTARTBLOCK = 516
 
 
 def errname(err: int) -> str:
@@ -115,6 +118,19 @@ class KernelOops(DmaBufSimError):
     def __str__(self) -> str:
         rule = f" [{self.rule}]" if self.rule else ""
         return f"oops in {self.func}: {self.reason}{rule}"
+
+
+class TaskHung(KernelOops):
+    """A task went to sleep on something no pending event can ever bring about.
+
+    On a real machine the task would sleep for ever (``hung_task`` reports an
+    uninterruptible one after 120 s; an interruptible one waits for a signal that
+    nothing will send).  The simulator has run every pending event in time order
+    first, so the report is only made when the wait truly cannot end; ``reason``
+    names what is awaited and who waits.
+    """
+
+    __slots__ = ()
 
 
 @define(eq=False, auto_exc=True)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from attrs import define, field
 
 from .mm.interval_tree import IntervalTree
+from .module import Module, module_put
 from .trace import kernel_function
 
 if TYPE_CHECKING:
@@ -130,6 +131,7 @@ class FileOperations:
     """
 
     owner: str = ""
+    """A label for pictures and traces; the module itself is ``module``."""
     open: Callable[[Inode, File], int] | None = None
     release: Callable[[Inode, File], int] | None = None
     mmap: Callable[[File, VmAreaStruct], int] | None = None
@@ -141,6 +143,9 @@ class FileOperations:
     show_fdinfo: Callable[[File], str] | None = None
     fsync: Callable[[File, int, int, int], int] | None = None
     fallocate: Callable[[File, int, int, int], int] | None = None
+    module: Module | None = field(default=None, repr=False)
+    """``fops->owner``: the module whose code these are (None: built in).  An open file
+    holds a reference on it (``fops_get``), dropped at the last ``fput``."""
 
 
 def no_open(inode: Inode, file: File) -> int:
@@ -247,6 +252,7 @@ def _fput_final(file: File) -> None:
         file.f_op.release(file.f_inode, file)
     if file.d_release is not None:
         file.d_release(file)
+    module_put(file.f_op.module)  # fops_put
 
 
 @kernel_function("init_pseudo", file="fs/libfs.c")

@@ -29,9 +29,10 @@ from .spec import Spec, get_spec
 from .trace import TraceEvent, Tracer
 
 if TYPE_CHECKING:
+    from .module import Module, ModuleUnload
     from .process import Process
 
-__all__ = ["AccessObserver", "BadPage", "ChrDev", "Kernel"]
+__all__ = ["AccessObserver", "BadPage", "ChrDev", "Kernel", "Timer"]
 
 
 class AccessObserver(Protocol):
@@ -67,6 +68,26 @@ class ChrDev:
     inode: Inode
     driver: Any = None
     """The driver object (for tests and pictures)."""
+
+
+@define(eq=False, slots=True)
+class Timer:
+    """An event pending on the virtual clock (the kernel's ``timer_list``/``hrtimer``).
+
+    ``function`` runs when the clock reaches ``expires`` (nanoseconds).  Made by
+    :meth:`Kernel.schedule`; :meth:`Kernel.del_timer` cancels it, :meth:`Kernel.mod_timer`
+    moves it.  ``name`` says what it stands for in hang reports.
+    """
+
+    expires: int
+    function: Callable[[], None] = field(repr=False)
+    name: str = ""
+    pending: bool = True
+    seq: int = field(default=-1, repr=False)
+    """Sequence number of the live heap entry; older entries of a re-armed timer are stale."""
+
+    def trace_name(self) -> str:
+        return f"timer({self.name or getattr(self.function, '__name__', 'fn')}@{self.expires})"
 
 
 @define(eq=False, slots=True, init=False)
@@ -110,8 +131,14 @@ class Kernel:
     fault_waits: list[str] = field(repr=False)
     """Waits for device work that happened inside a fault handler (R55 forbids them)."""
     clock: int
-    """Virtual time in nanoseconds; advances only when a task waits for device work."""
-    _timers: list[tuple[int, int, Callable[[], None]]] = field(repr=False)
+    """Virtual time in nanoseconds; advances only while a task sleeps (see :mod:`.wait`)."""
+    modules: dict[str, Module] = field(repr=False)
+    """Loaded modules by name (see :mod:`.module`)."""
+    module_unloads: list[ModuleUnload] = field(repr=False)
+    """Every module unloaded so far, with what still used its code at that moment."""
+    events_run: int
+    """How many pending events have run so far (a sleeper's wake-up count)."""
+    _timers: list[tuple[int, int, Timer]] = field(repr=False)
     _timer_seq: Iterator[int] = field(repr=False)
     _pids: Iterator[int] = field(repr=False)
     _inos: Iterator[int] = field(repr=False)
@@ -154,6 +181,9 @@ class Kernel:
         self.held_locks = []
         self.lock_violations = []
         self.fault_waits = []
+        self.events_run = 0
+        self.modules = {}
+        self.module_unloads = []
         self._timers = []
         self._timer_seq = itertools.count()
         self.zero_pfn = self.mem.alloc_pages(0)  # ZERO_PAGE(0)
@@ -210,6 +240,10 @@ class Kernel:
         self.chrdevs[path] = dev
         return dev
 
+    def unregister_chrdev(self, path: str) -> None:
+        """Remove a device node (``misc_deregister``/``device_destroy``): opens fail ENOENT."""
+        self.chrdevs.pop(path, None)
+
     # -- instruments ------------------------------------------------------------------
     def add_instrument(self, instrument: Any) -> Callable[[], None]:
         """Attach an instrument: its ``on_<event>`` methods are called for each event.
@@ -233,22 +267,88 @@ class Kernel:
                 hook(*args)
 
     # -- virtual time ---------------------------------------------------------------
-    def schedule(self, at: int, fn: Callable[[], None]) -> None:
-        """Run ``fn`` when the virtual clock reaches ``at`` (device work completing)."""
-        heapq.heappush(self._timers, (at, next(self._timer_seq), fn))
+    # One event loop: every pending event is a Timer in one heap ordered by (expires,
+    # arming order).  Nothing runs by itself; a task that sleeps (wait.py) runs the
+    # events in time order until it wakes, and advance_clock_to/run_until_idle let a
+    # test move time by hand.
+    def schedule(self, at: int, fn: Callable[[], None], name: str = "") -> Timer:
+        """Run ``fn`` when the virtual clock reaches ``at`` (ns); returns the :class:`Timer`.
+
+        ``at`` may lie in the past: the event is then due and runs at the next
+        chance (the next sleep, poll or clock advance), as an expired kernel timer
+        fires at the next tick.
+        """
+        if isinstance(at, bool) or not isinstance(at, int):
+            raise TypeError(f"at must be an int (ns of virtual time), not {type(at).__name__}")
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        timer = Timer(at, fn, name)
+        self._arm(timer)
+        return timer
+
+    def _arm(self, timer: Timer) -> None:
+        timer.seq = next(self._timer_seq)
+        timer.pending = True
+        heapq.heappush(self._timers, (timer.expires, timer.seq, timer))
+
+    def mod_timer(self, timer: Timer, at: int) -> bool:
+        """``mod_timer``: (re)arm ``timer`` for ``at``; True if it was pending."""
+        was = timer.pending
+        timer.expires = at
+        self._arm(timer)
+        return was
+
+    def del_timer(self, timer: Timer) -> bool:
+        """``timer_delete``: cancel ``timer``; True if it was pending."""
+        was = timer.pending
+        timer.pending = False
+        return was
+
+    def _peek(self) -> Timer | None:
+        """The earliest live timer (stale heap entries are dropped on the way)."""
+        heap = self._timers
+        while heap:
+            _at, seq, timer = heap[0]
+            if timer.pending and timer.seq == seq:
+                return timer
+            heapq.heappop(heap)
+        return None
+
+    def next_event_at(self) -> int | None:
+        """When the earliest pending event is due, or None if nothing is pending."""
+        timer = self._peek()
+        return None if timer is None else timer.expires
+
+    def pending_events(self) -> list[Timer]:
+        """The pending events, earliest first."""
+        live = [t for _at, seq, t in self._timers if t.pending and t.seq == seq]
+        return sorted(live, key=lambda t: (t.expires, t.seq))
+
+    def run_next_event(self) -> bool:
+        """Advance the clock to the earliest pending event and run it; False if none."""
+        timer = self._peek()
+        if timer is None:
+            return False
+        heapq.heappop(self._timers)
+        timer.pending = False
+        self.clock = max(self.clock, timer.expires)
+        self.events_run += 1
+        timer.function()
+        return True
 
     def advance_clock_to(self, t: int) -> None:
-        """Advance virtual time to ``t``, running every timer due on the way, in order."""
-        while self._timers and self._timers[0][0] <= t:
-            at, _seq, fn = heapq.heappop(self._timers)
-            self.clock = max(self.clock, at)
-            fn()
+        """Advance virtual time to ``t``, running every event due on the way, in order."""
+        while True:
+            at = self.next_event_at()
+            if at is None or at > t:
+                break
+            self.run_next_event()
         self.clock = max(self.clock, t)
 
     def run_until_idle(self) -> None:
-        """Let all scheduled device work finish."""
-        while self._timers:
-            self.advance_clock_to(self._timers[0][0])
+        """Let every pending event run (device work finishes, timers fire)."""
+        while self.run_next_event():
+            pass
 
     # -- diagnostics ----------------------------------------------------------------
     def warn(self, func: str, condition: str) -> None:

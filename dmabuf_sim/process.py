@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, overload
 
 from attrs import define, field
 
 from . import syscalls as sc
-from .errors import ERESTARTSYS, os_error
+from .errors import ERESTART_RESTARTBLOCK, ERESTARTSYS, os_error
 from .fs import File, fput
 from .mm.memory import user_access
 from .mm.mmap import MmStruct
@@ -58,6 +59,37 @@ def _int(name: str, value: object) -> int:
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if not -(1 << 31) <= value < 1 << 32:
         raise ValueError(f"{name}={value} does not fit in a C int")
+    return value
+
+
+def _pollfds(fd: object, events: object) -> tuple[list[list[int]], bool]:
+    """Validate poll's arguments: ``[fd, events, revents]`` entries and whether one fd."""
+    if isinstance(fd, (list, tuple)):
+        if events is not None:
+            raise TypeError(
+                "with a list of (fd, events) pairs the events come with each pair; pass the"
+                f" timeout by keyword: poll(pairs, timeout_ms={events!r})"
+            )
+        entries = []
+        for i, pair in enumerate(fd):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise TypeError(f"poll entry {i} must be an (fd, events) pair, not {pair!r}")
+            entries.append([_int(f"fd of entry {i}", pair[0]), _events(pair[1]), 0])
+        return entries, False
+    if events is None:
+        raise TypeError(
+            "poll(fd, events): events must be an int mask (POLLIN, POLLOUT, ...);"
+            " or pass a list of (fd, events) pairs"
+        )
+    return [[_int("fd", fd), _events(events), 0]], True
+
+
+def _events(value: object) -> int:
+    """``struct pollfd.events`` is a ``short``: any 16-bit mask."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"events must be an int mask (POLLIN, ...), not {type(value).__name__}")
+    if not 0 <= value <= 0xFFFF:
+        raise ValueError(f"events={value:#x} does not fit in struct pollfd's 16-bit events")
     return value
 
 
@@ -156,11 +188,55 @@ class Process:
         with self._enter():
             return _check(sc.sys_ioctl(self, fd, request, arg))
 
-    def poll(self, fd: int, events: int) -> int:
-        """``poll`` of one fd with a zero timeout; returns ``revents``."""
-        fd = _int("fd", fd)
+    @overload
+    def poll(self, fd: int, events: int, timeout_ms: int | None = 0) -> int: ...
+
+    @overload
+    def poll(
+        self, fd: Sequence[tuple[int, int]], events: None = None, timeout_ms: int | None = 0
+    ) -> list[tuple[int, int]]: ...
+
+    def poll(
+        self,
+        fd: int | Sequence[tuple[int, int]],
+        events: int | None = None,
+        timeout_ms: int | None = 0,
+    ) -> int | list[tuple[int, int]]:
+        """``poll(2)`` on the virtual clock.
+
+        * ``poll(fd, events, timeout_ms=0)`` polls one fd and returns its ``revents``
+          (0 when the timeout expires first; ``POLLNVAL`` for a closed fd).
+        * ``poll([(fd, events), ...], timeout_ms=0)`` polls several and returns the
+          ``(fd, revents)`` pairs whose revents are non-zero, in the order given — what
+          ``select.poll().poll()`` returns (an empty list on timeout).  Negative fds are
+          ignored, as poll(2) ignores them; an empty list just sleeps.
+
+        ``timeout_ms`` is in milliseconds of virtual time: 0 checks once; a positive
+        value sleeps at most that long, letting pending events (device jobs, fences,
+        timers) run in time order and returning as soon as an fd is ready; a negative
+        value (-1) or None waits for ever (:class:`~dmabuf_sim.errors.TaskHung` if nothing
+        pending can ever make an fd ready).  Raises ``OSError(EINTR)`` when a signal is
+        pending (``signal_pending``) and nothing is ready, ``OSError(EINVAL)`` for more
+        than RLIMIT_NOFILE (1024) entries.
+        """
+        entries, single = _pollfds(fd, events)
+        if timeout_ms is None:
+            timeout = -1
+        else:
+            timeout = _int("timeout_ms", timeout_ms)
+            if timeout >= 1 << 31:
+                raise ValueError(f"timeout_ms={timeout_ms} does not fit in a C int")
         with self._enter():
-            return sc.sys_poll(self, fd, events)
+            kernel = self.kernel
+            end_time = None if timeout < 0 else kernel.clock + timeout * 1_000_000
+            ret = sc.do_sys_poll(self, entries, end_time)
+        if ret < 0:
+            if ret == -ERESTART_RESTARTBLOCK:
+                ret = -errno.EINTR  # the handler runs; poll is not restarted
+            raise os_error(ret)
+        if single:
+            return entries[0][2]
+        return [(e[0], e[2]) for e in entries if e[2]]
 
     def fcntl(self, fd: int, cmd: int, arg: int = 0) -> int:
         fd = _int("fd", fd)
@@ -274,6 +350,24 @@ class Process:
             sc.sys_exit(self)
         self.alive = False
         self.kernel.processes.pop(self.pid, None)
+
+    # -- modules -------------------------------------------------------------------------
+    def delete_module(self, name: str, flags: int = os.O_NONBLOCK) -> int:
+        """``delete_module(2)``, as kmod's ``rmmod`` calls it (``O_NONBLOCK``): returns 0
+        once the module is unloaded.
+
+        ``OSError``: ``ENOENT`` — no such module loaded (built-in drivers such as udmabuf
+        and the dma-heaps have none); ``EWOULDBLOCK`` — still in use (an open device fd, or a
+        dma-buf it exported is alive: any fd, mapping, attachment or kernel reference);
+        ``EBUSY`` — being removed, or it cannot be removed.
+        """
+        from .module import delete_module
+
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str (the module name), not {type(name).__name__}")
+        flags = _int("flags", flags)
+        with self._enter():
+            return _check(delete_module(self.kernel, name, flags & 0xFFFFFFFF))
 
     # -- procfs ----------------------------------------------------------------------
     def file(self, fd: int) -> File:

@@ -66,7 +66,7 @@ ErrorFput = Literal["original_file", "vm_file"]
 NoHandler = Literal["anonymous", "sigbus"]
 
 
-def _meta(since: str, rules: str, doc: str, commit: str, stable: str) -> dict[str, str]:
+def _meta(since: str, rules: str, doc: str, commit: str = "", stable: str = "") -> dict[str, str]:
     return {"since": since, "rules": rules, "doc": doc, "commit": commit, "stable": stable}
 
 
@@ -391,6 +391,39 @@ class Spec:
         commit="45d9c8dde4cd (drm/vgem: use shmem helpers)",
     )
 
+    # --- fences, timelines, modules (defaulted: specs built without them get these) ----
+    dma_resv_usages: bool = field(
+        default=True,
+        validator=attrs.validators.instance_of(bool),
+        metadata=_meta(
+            "5.19",
+            "R46,R50,R51",
+            "fences carry a usage (KERNEL<WRITE<READ<BOOKKEEP); before, one exclusive"
+            " (write) fence and a list of shared (read) fences",
+            commit='7bc80a5462c3 ("dma-buf: add enum dma_resv_usage v4")',
+        ),
+    )
+    has_sw_sync: bool = field(
+        default=True,
+        validator=attrs.validators.instance_of(bool),
+        metadata=_meta(
+            "4.9 (drivers/dma-buf/sw_sync.c; drivers/staging/android before)",
+            "",
+            "<debugfs>/sync/sw_sync: software timelines whose fences come as sync_files",
+        ),
+    )
+    delete_module_never_waits: bool = field(
+        default=True,
+        validator=attrs.validators.instance_of(bool),
+        metadata=_meta(
+            "3.13",
+            "",
+            "delete_module fails EWOULDBLOCK while the module is in use; before, without"
+            " O_NONBLOCK it slept until the refcount reached 0",
+            commit='3f2b9c9cdf38 ("module: remove rmmod --wait option.")',
+        ),
+    )
+
     def replace(self, **changes: Any) -> Spec:
         """Return a copy with some behaviours changed (a "what if" kernel).
 
@@ -492,6 +525,9 @@ _V35 = Spec(
     proc_fdinfo_ino=False,
     fallocate_mode_switch=False,
     falloc_write_zeroes=False,
+    dma_resv_usages=False,  # no dma_resv at all before 3.17; slots until 5.19
+    has_sw_sync=False,
+    delete_module_never_waits=False,
 )
 
 # The RFC as posted differs from the merge only in the uninitialised read (R61);
@@ -586,6 +622,9 @@ _V61 = Spec(
     proc_fdinfo_ino=True,
     fallocate_mode_switch=False,
     falloc_write_zeroes=False,
+    dma_resv_usages=True,
+    has_sw_sync=True,
+    delete_module_never_waits=True,
 )
 
 # 6.12 vs 6.1 (read in the sources; see docs/research-kernel-6.12.md): vmap under the
@@ -633,6 +672,7 @@ _V510 = attrs.evolve(
     cma_heap_fault_off_by_one=True,  # the stable fix came with 5.10.226
     udmabuf_denies_future_write=False,  # stable fix of Jan 2025, after 5.10.223
     drm_shmem_rejects_cow=False,  # the 5.10.y backport came in Nov 2024
+    dma_resv_usages=False,  # usages arrived in 5.19 (7bc80a5462c3): exclusive/shared slots
     vgem_shmem_helpers=False,
     madvise_populate=False,
     madvise_dontneed_locked=False,

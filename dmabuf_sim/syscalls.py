@@ -46,10 +46,14 @@ from .uapi import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .kernel import Kernel
     from .process import Process
 
 __all__ = [
     "NR_OPEN_DEFAULT",
+    "do_sys_poll",
     "fd_install",
     "fget",
     "get_unused_fd_flags",
@@ -170,6 +174,11 @@ def _reopen_proc_fd(proc: Process, m: re.Match[str], flags: int) -> int:
     fd = get_unused_fd_flags(proc, flags)
     if fd < 0:
         return fd
+    from .module import try_module_get
+
+    if not try_module_get(old.f_op.module):  # fops_get
+        put_unused_fd(proc, fd)
+        return -errno.ENODEV
     file = File(
         kernel,
         inode,
@@ -185,11 +194,18 @@ def _reopen_proc_fd(proc: Process, m: re.Match[str], flags: int) -> int:
 
 
 def _do_dentry_open(file: File) -> int:
+    from .module import module_put, try_module_get
+
+    if not try_module_get(file.f_op.module):  # fops_get: the driver is going away
+        file.f_count = 0
+        file.released = True
+        return -errno.ENODEV
     if file.f_op.open is not None:
         ret = file.f_op.open(file.f_inode, file)
         if ret:
             file.f_count = 0
             file.released = True
+            module_put(file.f_op.module)
             return ret
     return 0
 
@@ -421,15 +437,72 @@ def vfs_ioctl(file: File, cmd: int, arg: Any) -> int:
     return ret
 
 
-@kernel_function("do_sys_poll", file="fs/select.c")
-def sys_poll(proc: Process, fd: int, events: int) -> int:
-    """``poll`` on one fd with timeout 0: the revents mask."""
+def do_pollfd(proc: Process, fd: int, events: int) -> int:
+    """``do_pollfd``: one entry's revents (0 for a negative fd, POLLNVAL for a closed one)."""
+    if fd < 0:
+        return 0
     file = fdget(proc, fd)
     if file is None:
         return POLLNVAL
     filter_ = events | POLLERR | POLLHUP
     mask = DEFAULT_POLLMASK if file.f_op.poll is None else file.f_op.poll(file, events)
     return mask & filter_
+
+
+@kernel_function("do_sys_poll", file="fs/select.c")
+def do_sys_poll(proc: Process, ufds: list[list[int]], end_time: int | None) -> int:
+    """``poll(ufds, nfds, timeout)``: ``ufds`` are ``[fd, events, revents]`` entries whose
+    revents are written back; ``end_time`` is the virtual deadline (None: wait for ever).
+
+    Returns how many entries have revents, 0 on timeout, ``-EINVAL`` for more entries than
+    RLIMIT_NOFILE, ``-ERESTART_RESTARTBLOCK`` when a signal is pending and nothing is ready
+    (userspace sees EINTR).  Like ``do_poll``: scan every fd (``f_op->poll`` may arm fence
+    callbacks); if one is ready, or the time is up, stop; a pending signal ends the call;
+    otherwise sleep until the next event (a fence signalling, a timer) or the deadline,
+    then scan again.  A zero timeout scans once.  Simplified: no poll slack.
+    """
+    from .errors import ERESTART_RESTARTBLOCK
+    from .wait import WaitStatus, wait_event
+
+    if len(ufds) > NR_OPEN_DEFAULT:
+        return -errno.EINVAL  # nfds > rlimit(RLIMIT_NOFILE)
+    kernel = proc.kernel
+    kernel.advance_clock_to(kernel.clock)  # events already due have happened
+    timed_out = end_time is not None and end_time <= kernel.clock
+    while True:
+        count = 0
+        for entry in ufds:
+            entry[2] = do_pollfd(proc, entry[0], entry[1])
+            if entry[2]:
+                count += 1
+        if count:
+            return count
+        if proc.signal_pending:
+            return -ERESTART_RESTARTBLOCK  # -ERESTARTNOHAND, turned into a restart block
+        if timed_out:
+            return 0
+        # poll_schedule_timeout: sleep until something happens or the deadline passes
+        status = wait_event(
+            kernel,
+            _woken_after(kernel, kernel.events_run),
+            deadline=end_time,
+            intr=True,
+            func="do_sys_poll",
+            what=lambda: "fds " + ", ".join(f"{e[0]} (events {e[1]:#x})" for e in ufds),
+        )
+        timed_out = status is WaitStatus.TIMED_OUT
+
+
+def _woken_after(kernel: Kernel, seen: int) -> Callable[[], bool]:
+    """A sleeper's wake-up test: any event ran since ``seen`` (every wake-up rescans)."""
+    return lambda: kernel.events_run > seen
+
+
+def sys_poll(proc: Process, fd: int, events: int) -> int:
+    """``poll`` on one fd with timeout 0: the revents mask."""
+    entry = [fd, events, 0]
+    ret = do_sys_poll(proc, [entry], proc.kernel.clock)
+    return entry[2] if ret >= 0 else 0
 
 
 @kernel_function("do_fcntl", file="fs/fcntl.c")

@@ -19,7 +19,13 @@ if TYPE_CHECKING:
     from .kernel import Kernel
     from .uapi import UapiStruct
 
-__all__ = ["copy_from_user", "copy_to_user", "get_user_int", "strndup_user"]
+__all__ = [
+    "copy_bytes_to_user",
+    "copy_from_user",
+    "copy_to_user",
+    "get_user_int",
+    "strndup_user",
+]
 
 S = TypeVar("S", bound="UapiStruct")
 
@@ -77,6 +83,13 @@ def copy_to_user(kernel: Kernel, arg: Any, value: UapiStruct) -> int:
     if isinstance(arg, int) and not isinstance(arg, bool):
         return _write_user(kernel, arg, value.pack())
     return -errno.EFAULT  # bytes are read-only memory
+
+
+def copy_bytes_to_user(kernel: Kernel, addr: Any, data: bytes) -> int:
+    """``copy_to_user`` of raw bytes (an array of structs) to user address ``addr``."""
+    if isinstance(addr, bool) or not isinstance(addr, int):
+        return -errno.EFAULT
+    return _write_user(kernel, addr, data) if data else 0
 
 
 def strndup_user(kernel: Kernel, arg: Any, n: int) -> bytes | int:

@@ -343,3 +343,82 @@ __all__ += [
     "DrmVgemFenceAttach",
     "DrmVgemFenceSignal",
 ]
+
+
+# -- include/uapi/linux/sync_file.h ---------------------------------------------------
+def _name32() -> Any:
+    return field(default=b"", converter=lambda v: v.encode() if isinstance(v, str) else bytes(v))
+
+
+@define(slots=True)
+class SyncFenceInfo(UapiStruct):
+    """``struct sync_fence_info``: ``char obj_name[32], driver_name[32]; __s32 status;
+    __u32 flags; __u64 timestamp_ns``"""
+
+    _fmt: ClassVar[str] = "<32s32siIQ"
+    obj_name: bytes = _name32()
+    driver_name: bytes = _name32()
+    status: int = _s32()
+    flags: int = _u(32)
+    timestamp_ns: int = _u(64)
+
+
+@define(slots=True)
+class SyncFileInfo(UapiStruct):
+    """``struct sync_file_info``: ``char name[32]; __s32 status; __u32 flags, num_fences,
+    pad; __u64 sync_fence_info`` (a user pointer to ``num_fences`` SyncFenceInfo)"""
+
+    _fmt: ClassVar[str] = "<32siIIIQ"
+    name: bytes = _name32()
+    status: int = _s32()
+    flags: int = _u(32)
+    num_fences: int = _u(32)
+    pad: int = _u(32)
+    sync_fence_info: int = _u(64)
+
+
+@define(slots=True)
+class SyncMergeData(UapiStruct):
+    """``struct sync_merge_data``: ``char name[32]; __s32 fd2, fence; __u32 flags, pad``"""
+
+    _fmt: ClassVar[str] = "<32siiII"
+    name: bytes = _name32()
+    fd2: int = _s32()
+    fence: int = _s32()
+    flags: int = _u(32)
+    pad: int = _u(32)
+
+
+SYNC_IOC_MAGIC = ">"
+SYNC_IOC_MERGE = _IOWR(SYNC_IOC_MAGIC, 3, SyncMergeData.sizeof())
+SYNC_IOC_FILE_INFO = _IOWR(SYNC_IOC_MAGIC, 4, SyncFileInfo.sizeof())
+
+
+# -- drivers/dma-buf/sw_sync.c (no uapi header: IGT and the selftests copy these) -------
+@define(slots=True)
+class SwSyncCreateFenceData(UapiStruct):
+    """``struct sw_sync_create_fence_data``: ``__u32 value; char name[32]; __s32 fence``"""
+
+    _fmt: ClassVar[str] = "<I32si"
+    value: int = _u(32)
+    name: bytes = _name32()
+    fence: int = _s32()
+
+
+SW_SYNC_IOC_MAGIC = "W"
+SW_SYNC_IOC_CREATE_FENCE = _IOWR(SW_SYNC_IOC_MAGIC, 0, SwSyncCreateFenceData.sizeof())
+SW_SYNC_IOC_INC = _IOW(SW_SYNC_IOC_MAGIC, 1, 4)  # __u32 through a pointer
+SW_SYNC_PATH = "/sys/kernel/debug/sync/sw_sync"
+"""``<debugfs>/sync/sw_sync``: each open makes a timeline."""
+
+__all__ += [
+    "SW_SYNC_IOC_CREATE_FENCE",
+    "SW_SYNC_IOC_INC",
+    "SW_SYNC_PATH",
+    "SYNC_IOC_FILE_INFO",
+    "SYNC_IOC_MERGE",
+    "SwSyncCreateFenceData",
+    "SyncFenceInfo",
+    "SyncFileInfo",
+    "SyncMergeData",
+]

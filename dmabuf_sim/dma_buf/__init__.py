@@ -5,7 +5,8 @@ export, fd/get/put, release), :mod:`.mmap` (the seed: ``dma_buf_mmap_internal``
 and ``dma_buf_mmap``), :mod:`.fops` (llseek, poll, ioctl, fdinfo),
 :mod:`.access` (attach/map, CPU access, kmap, vmap), :mod:`.header` (the API
 per build config, stubs included), and the fence machinery
-(:mod:`.dma_fence`, :mod:`.dma_resv`, :mod:`.sync_file`).
+(:mod:`.dma_fence`, :mod:`.dma_resv`, :mod:`.sync_file`, :mod:`.sw_sync`), with
+:mod:`.device_jobs` to schedule device work on the virtual clock.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from .core import (
     get_dma_buf,
     is_dma_buf_file,
 )
-from .dma_fence import DmaFence, dma_fence_signal, dma_fence_wait
-from .dma_resv import DmaResv, DmaResvUsage
+from .dma_fence import DmaFence, dma_fence_signal, dma_fence_wait, dma_fence_wait_timeout
+from .dma_resv import DmaResv, DmaResvUsage, dma_resv_wait_timeout
 from .header import dma_buf_h
 from .mmap import dma_buf_mmap, dma_buf_mmap_internal
 
@@ -78,6 +79,8 @@ __all__ = [
     "dma_buf_vunmap_unlocked",
     "dma_fence_signal",
     "dma_fence_wait",
+    "dma_fence_wait_timeout",
+    "dma_resv_wait_timeout",
     "get_dma_buf",
     "is_dma_buf_file",
 ]

@@ -39,6 +39,7 @@ from ..fs import (
     get_file,
 )
 from ..mm.page_alloc import PAGE_SIZE
+from ..module import Module, find_module, module_put, try_module_get
 from ..trace import kernel_function
 from .dma_resv import DmaResv
 
@@ -129,7 +130,9 @@ class DmaBufExportInfo:
     priv: Any
     flags: int = 0o2  # O_RDWR
     exp_name: str = ""
-    owner: str = ""
+    owner: Module | str | None = None
+    """``THIS_MODULE`` of the exporter: a :class:`~dmabuf_sim.module.Module` (or the name of
+    a loaded one); None or "" for built-in code.  Export holds a reference on it."""
     resv: DmaResv | None = None
 
 
@@ -153,6 +156,8 @@ class DmaBuf:
     released: bool = False
     release_calls: int = 0
     ino: int = 0
+    owner: Module | None = field(default=None, repr=False)
+    """The exporter's module, referenced from export to release."""
 
     def trace_name(self) -> str:
         label = self.name or self.exp_name or "dmabuf"
@@ -281,8 +286,11 @@ def _dma_buf_export(kernel: Kernel, info: DmaBufExportInfo) -> DmaBuf:
     if spec.export_checks_pin_unpin_pair and (op(ops, "pin") is None) != (op(ops, "unpin") is None):
         kernel.warn("dma_buf_export", "!ops->pin != !ops->unpin")
         raise KernelError(errno.EINVAL, "dma_buf_export")  # R14
+    owner = _owner_module(kernel, info.owner)
+    if not try_module_get(owner):
+        raise KernelError(errno.ENOENT, "dma_buf_export")  # the module is going away
     exp_name = info.exp_name or getattr(ops, "exp_name", "") or type(ops).__name__
-    dmabuf = DmaBuf(kernel, info.size, ops, info.priv, exp_name=exp_name)
+    dmabuf = DmaBuf(kernel, info.size, ops, info.priv, exp_name=exp_name, owner=owner)
     if spec.per_buffer_inode:
         dmabuf.resv = info.resv or DmaResv(kernel)
         dmabuf.file = dma_buf_getfile(kernel, dmabuf, info.flags)
@@ -292,6 +300,26 @@ def _dma_buf_export(kernel: Kernel, info: DmaBufExportInfo) -> DmaBuf:
         )
     kernel.dma_bufs.append(dmabuf)
     return dmabuf
+
+
+def _owner_module(kernel: Kernel, owner: Module | str | None) -> Module | None:
+    """``exp_info->owner`` as a module: a name is looked up among the loaded modules, or
+    those unloaded before (a dangling ``THIS_MODULE``, whose get fails)."""
+    if owner is None or owner == "":
+        return None
+    if isinstance(owner, Module):
+        return owner
+    if isinstance(owner, str):
+        mod = find_module(kernel, owner)
+        if mod is not None:
+            return mod
+        if any(u.name == owner for u in kernel.module_unloads):
+            return Module(kernel, owner, state="unloaded")
+        raise ValueError(
+            f"exp_info.owner={owner!r} names no module: pass the Module from load_module()"
+            " (THIS_MODULE), or None for built-in code"
+        )
+    raise TypeError(f"exp_info.owner must be a Module, a module name or None, not {owner!r}")
 
 
 @kernel_function("dma_buf_getfile", file="drivers/dma-buf/dma-buf.c")
@@ -376,6 +404,7 @@ def _release(dmabuf: DmaBuf, *, warn_attachments: bool = True) -> None:
     release(dmabuf)
     if warn_attachments and dmabuf.attachments:
         kernel.warn("dma_buf_release", "!list_empty(&dmabuf->attachments)")
+    module_put(dmabuf.owner)
     dmabuf.released = True
     if dmabuf in kernel.dma_bufs:
         kernel.dma_bufs.remove(dmabuf)

@@ -41,4 +41,4 @@ def load_exporter_drivers(kernel: Kernel) -> None:
         # vgem on the modern specs: /dev/dri/card0, a GEM exporter and importer
         from .vgem import VgemDevice
 
-        kernel.drivers["vgem"] = VgemDevice.register(kernel)
+        VgemDevice.register(kernel)  # modprobe vgem: sets kernel.drivers["vgem"]

@@ -79,6 +79,7 @@ if TYPE_CHECKING:
     from ..device import Device, SgTable
     from ..dma_buf.core import DmaBuf, DmaBufAttachment, IosysMap
     from ..kernel import Kernel
+    from ..module import Module
 
 __all__ = [
     "DRM_FILE_PAGE_OFFSET_SIZE",
@@ -93,6 +94,7 @@ __all__ = [
     "DrmVmaOffsetManager",
     "DrmVmaOffsetNode",
     "drm_dev_register",
+    "drm_dev_unregister",
     "drm_gem_create_mmap_offset",
     "drm_gem_dumb_map_offset",
     "drm_gem_handle_create",
@@ -352,6 +354,9 @@ class DrmDriver:
     fops_mmap: Callable[[File, VmAreaStruct], int] | None = None
     """``fops->mmap`` of the node when the driver wraps ``drm_gem_mmap`` (5.10 vgem's
     ``vgem_mmap``).  NULL: ``DEFINE_DRM_GEM_FOPS``' ``drm_gem_mmap``."""
+    owner: Module | None = None
+    """``driver->fops->owner``: the driver's module (THIS_MODULE); None when built in.
+    Every open DRM fd and every dma-buf the driver exports holds a reference on it."""
 
 
 @define(eq=False, slots=True)
@@ -376,11 +381,13 @@ class DrmDevice:
 
 
 def drm_gem_fops(
-    mmap: Callable[[File, VmAreaStruct], int] | None = None,
+    mmap: Callable[[File, VmAreaStruct], int] | None = None, module: Module | None = None
 ) -> FileOperations:
     """``DEFINE_DRM_GEM_FOPS``: open/release/ioctl from the core, mmap = ``drm_gem_mmap``
-    (or the driver's own ``mmap`` where it wraps it)."""
+    (or the driver's own ``mmap`` where it wraps it); ``.owner = THIS_MODULE`` of the driver
+    that defines them."""
     return FileOperations(
+        module=module,
         owner="drm",
         open=drm_open,
         release=drm_release,
@@ -394,9 +401,15 @@ def drm_dev_register(kernel: Kernel, driver: DrmDriver, dev: Device, path: str) 
     """Create the device, its anon inode and its node at ``path`` (``/dev/dri/card0``)."""
     anon = alloc_anon_inode(kernel, "drm")  # drm_fs_inode_new()
     drm = DrmDevice(kernel, driver, dev, anon, path)
-    chrdev = kernel.register_chrdev(path, drm_gem_fops(driver.fops_mmap), drm)
+    chrdev = kernel.register_chrdev(path, drm_gem_fops(driver.fops_mmap, driver.owner), drm)
     chrdev.inode.i_private = drm  # what drm_minor_acquire(iminor(inode)) finds
     return drm
+
+
+@kernel_function("drm_dev_unregister", file="drivers/gpu/drm/drm_drv.c")
+def drm_dev_unregister(dev: DrmDevice) -> None:
+    """The device node goes: later opens of it fail ``ENOENT``."""
+    dev.kernel.unregister_chrdev(dev.path)
 
 
 # -- drm_file.c ------------------------------------------------------------------------

@@ -252,7 +252,7 @@ def drm_gem_prime_export(obj: DrmGemObject, flags: int) -> DmaBuf:
         priv=obj,
         flags=flags,
         exp_name="drm",  # KBUILD_MODNAME, "white lie for debug"
-        owner=obj.dev.driver.name,
+        owner=obj.dev.driver.owner,  # dev->driver->fops->owner
         resv=obj.resv,
     )
     return drm_gem_dmabuf_export(obj.dev, info)

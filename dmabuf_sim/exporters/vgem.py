@@ -57,6 +57,7 @@ from ..dma_buf.dma_fence import DmaFence, dma_fence_signal
 from ..dma_buf.dma_resv import DmaResvUsage, dma_resv_usage_rw
 from ..dma_buf.mmap import dma_buf_mmap
 from ..errors import KernelError, KernelOops
+from ..jiffies import HZ, TICK_NSEC, jiffies
 from ..mm.memory import get_page, put_page, vmf_insert_pfn
 from ..mm.mmap import is_cow_mapping
 from ..mm.page_alloc import PAGE_ALIGN, PAGE_SHIFT, PAGE_SIZE
@@ -72,6 +73,7 @@ from ..mm.vma import (
     VmOperationsStruct,
 )
 from ..mm.vmalloc import KernelMapping, vmap, vunmap
+from ..module import Module, register_module_file, request_module
 from ..trace import kernel_function
 from ..uapi import (
     DRM_COMMAND_BASE,
@@ -90,6 +92,7 @@ from .drm_gem import (
     DrmGemObjectFuncs,
     DrmIoctlDesc,
     drm_dev_register,
+    drm_dev_unregister,
     drm_gem_create_mmap_offset,
     drm_gem_handle_create,
     drm_gem_object_init,
@@ -107,6 +110,7 @@ if TYPE_CHECKING:
     from ..kernel import Kernel
 
 __all__ = [
+    "VGEM_FENCE_TIMEOUT",
     "VGEM_FENCE_TIMEOUT_NS",
     "DrmGemShmemObject",
     "VgemDevice",
@@ -118,8 +122,9 @@ __all__ = [
 _SHMEM = "drivers/gpu/drm/drm_gem_shmem_helper.c"
 _VGEM = "drivers/gpu/drm/vgem/vgem_drv.c"
 _VGEM_FENCE = "drivers/gpu/drm/vgem/vgem_fence.c"
-VGEM_FENCE_TIMEOUT_NS = 10 * 1_000_000_000
-"""``VGEM_FENCE_TIMEOUT`` (``10*HZ``): "We force the fence to expire within 10s"."""
+VGEM_FENCE_TIMEOUT = 10 * HZ
+"""``VGEM_FENCE_TIMEOUT`` (jiffies): "We force the fence to expire within 10s"."""
+VGEM_FENCE_TIMEOUT_NS = VGEM_FENCE_TIMEOUT * TICK_NSEC
 _SHMEM_DUMB_PITCH_ALIGN = 0
 """``drm_mode_size_dumb(dev, args, 0, 0)``: 6.19-rc had ``SZ_8``; 4cbae3748fc4 ("drm/gem-shmem:
 revert the 8-byte alignment constraint", Ludovic Desroches, drm-misc-fixes for 6.19)
@@ -496,16 +501,23 @@ def vgem_fence_timeout(fence: DmaFence) -> None:
 
 @kernel_function("vgem_fence_create", file=_VGEM_FENCE)
 def vgem_fence_create(dev: DrmDevice, vfile: VgemFile, flags: int) -> DmaFence:
-    """A fence on a fresh context (``dma_fence_context_alloc(1)``) that expires in 10 s."""
+    """A fence on a fresh context (``dma_fence_context_alloc(1)``) that expires in 10 s.
+
+    Only VGEM_FENCE_SIGNAL, the file's release or the timer
+    (``mod_timer(&fence->timer, jiffies + VGEM_FENCE_TIMEOUT)``) signal it; a waiter
+    sleeps until one of them does.
+    """
     kernel = dev.kernel
     vgem = dev.dev_private
     assert isinstance(vgem, VgemDevice)
     vgem.fence_contexts += 1
-    fence = DmaFence(
-        kernel, f"vgem:{vgem.fence_contexts}", 1, completes_at=kernel.clock + VGEM_FENCE_TIMEOUT_NS
-    )
+    fence = DmaFence(kernel, f"vgem:{vgem.fence_contexts}", 1)
     # "We force the fence to expire within 10s to prevent driver hangs"
-    kernel.schedule(kernel.clock + VGEM_FENCE_TIMEOUT_NS, partial(vgem_fence_timeout, fence))
+    fence.timer = kernel.schedule(
+        (jiffies(kernel) + VGEM_FENCE_TIMEOUT) * TICK_NSEC,
+        partial(vgem_fence_timeout, fence),
+        name=f"vgem_fence_timeout({fence.trace_name()})",
+    )
     return fence
 
 
@@ -622,17 +634,29 @@ class VgemDevice:
 
     @classmethod
     def register(cls, kernel: Kernel) -> VgemDevice:
-        """Load the module (``vgem_init``): the device and ``/dev/dri/card0``."""
-        return vgem_init(kernel)
+        """Install vgem.ko and load it (``modprobe vgem``): the device and ``/dev/dri/card0``.
+
+        The module can be unloaded (``Process.delete_module("vgem", O_NONBLOCK)``) once no
+        DRM fd and no exported dma-buf holds it, and loaded again with
+        :func:`~dmabuf_sim.module.request_module`.
+        """
+        register_module_file(kernel, "vgem", init=vgem_module_init, exit=vgem_exit)
+        ret = request_module(kernel, "vgem")
+        if ret:
+            raise KernelError(-ret, "request_module")
+        vgem = kernel.drivers["vgem"]
+        assert isinstance(vgem, VgemDevice)
+        return vgem
 
     def trace_name(self) -> str:
         return "vgem"
 
 
 @kernel_function("vgem_init", file=_VGEM)
-def vgem_init(kernel: Kernel) -> VgemDevice:
+def vgem_init(kernel: Kernel, owner: Module | None = None) -> VgemDevice:
     """Register the device; its GEM objects are shmem-helper objects since 5.15
-    (``vgem_shmem_helpers``), vgem's own before (:mod:`.vgem_gem`)."""
+    (``vgem_shmem_helpers``), vgem's own before (:mod:`.vgem_gem`); the fops are owned by
+    ``owner`` (the vgem module)."""
     vgem = VgemDevice(kernel, Device(kernel, "vgem"))
     if kernel.spec.vgem_shmem_helpers:
         driver = DrmDriver(
@@ -644,6 +668,7 @@ def vgem_init(kernel: Kernel) -> VgemDevice:
             dumb_create=drm_gem_shmem_dumb_create,
             gem_create_object=vgem_gem_create_object,
             gem_prime_import_sg_table=drm_gem_shmem_prime_import_sg_table,
+            owner=owner,
         )
     else:
         from .vgem_gem import (
@@ -663,10 +688,29 @@ def vgem_init(kernel: Kernel) -> VgemDevice:
             gem_prime_import_sg_table=vgem_prime_import_sg_table,
             gem_prime_mmap=vgem_prime_mmap,
             fops_mmap=vgem_mmap,
+            owner=owner,
         )
     vgem.drm = drm_dev_register(kernel, driver, vgem.platform, VgemDevice.PATH)
     vgem.drm.dev_private = vgem
     return vgem
 
 
-__all__ += ["DRM_GEM_SHMEM_FUNCS", "DRM_GEM_SHMEM_VM_OPS", "vgem_init"]
+def vgem_module_init(mod: Module) -> int:
+    """``module_init(vgem_init)``: the driver's state hangs off its module."""
+    vgem = vgem_init(mod.kernel, owner=mod)
+    mod.private = vgem
+    mod.kernel.drivers["vgem"] = vgem
+    return 0
+
+
+@kernel_function("vgem_exit", file=_VGEM)
+def vgem_exit(mod: Module) -> None:
+    """``module_exit(vgem_exit)``: unregister the DRM device; ``/dev/dri/card0`` goes."""
+    vgem = mod.private
+    assert isinstance(vgem, VgemDevice)
+    drm_dev_unregister(vgem.drm)
+    if mod.kernel.drivers.get("vgem") is vgem:
+        del mod.kernel.drivers["vgem"]
+
+
+__all__ += ["DRM_GEM_SHMEM_FUNCS", "DRM_GEM_SHMEM_VM_OPS", "vgem_exit", "vgem_init"]
