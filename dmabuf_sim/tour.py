@@ -21,31 +21,12 @@ from attrs import define, field
 
 from .errors import Signal
 from .kernel import Kernel
-from .trace import TraceEvent, format_function_graph
+from .trace import NOTRACE, TraceEvent, format_function_graph, hide_plumbing
 
 __all__ = ["NOTRACE", "Step", "run_tour", "tour_steps"]
 
 PAGE = 4096
 RW = mmap.PROT_READ | mmap.PROT_WRITE
-NOTRACE = frozenset(
-    {
-        "get_file",
-        "fput",
-        "__fput",
-        "fget",
-        "fd_install",
-        "get_unused_fd_flags",
-        "alloc_pages",
-        "__free_pages",
-        "cma_alloc",
-        "cma_release",
-        "shmem_get_folio",
-        "copy_page_range",
-    }
-)
-"""Hidden with everything they call (reference counting, fd and page bookkeeping)."""
-FLATTEN = frozenset({"ksys_mmap_pgoff", "vm_mmap_pgoff", "call_mmap", "vfs_ioctl"})
-"""Hidden themselves; what they call is shown one level up."""
 
 
 @define(eq=False)
@@ -64,49 +45,13 @@ class Tour:
     def show(self, events: list[TraceEvent], *, title: str = "") -> None:
         if not self.trace:
             return
-        shown = events if self.full_trace else _without_plumbing(events)
+        shown = events if self.full_trace else hide_plumbing(events)
         if title:
             self.out.write(f"-- trace: {title}\n")
         self.out.write(format_function_graph(shown))
 
     def say(self, line: str) -> None:
         self.out.write(f"   {line}\n")
-
-
-def _without_plumbing(events: list[TraceEvent]) -> list[TraceEvent]:
-    """Drop NOTRACE subtrees and FLATTEN frames, re-indenting what remains."""
-    out: list[TraceEvent] = []
-    skip_depth: int | None = None
-    flattened: list[int] = []  # depths of the FLATTEN frames we are inside
-    for ev in events:
-        if skip_depth is not None:
-            if ev.kind == "exit" and ev.depth == skip_depth:
-                skip_depth = None
-            continue
-        if ev.kind == "entry" and ev.func in NOTRACE:
-            skip_depth = ev.depth
-            continue
-        if ev.func in FLATTEN and ev.kind in ("entry", "exit"):
-            if ev.kind == "entry":
-                flattened.append(ev.depth)
-            elif flattened and flattened[-1] == ev.depth:
-                flattened.pop()
-            continue
-        out.append(
-            TraceEvent(
-                ev.seq,
-                ev.ts,
-                ev.pid,
-                ev.comm,
-                max(0, ev.depth - len(flattened)),
-                ev.kind,
-                ev.func,
-                ev.args,
-                ev.ret,
-                ev.note,
-            )
-        )
-    return out
 
 
 @define(frozen=True)

@@ -18,9 +18,11 @@ kernel         anything else (``kernel/fork.c``, ``kernel/exit.c``, ...)
 =============  =================================================================
 
 Each call is an arrow from the caller's lifeline to the callee's; each return
-an arrow back labelled with the value (errno names for ``-errno``); point
-events (``zap_page_range_single``, ``stale_read``, ``force_sig_fault``,
-``oops``...) become notes.  Long traces are capped at ``max_calls`` calls with
+an arrow back labelled with the value (errno names for ``-errno``,
+``VM_FAULT_*`` names for a ``vm_fault_t``); point events
+(``zap_page_range_single``, ``stale_read``, ``force_sig_fault``, ``oops``...)
+become notes, and so does each userspace call, over its task, as strace
+prints it (``mmap(NULL, 8192, ...) = 0x7f...``).  Long traces are capped at ``max_calls`` calls with
 a note saying how many were left out.  Renderers live in
 :mod:`.mermaid` and :mod:`.sequence_svg`.
 """
@@ -31,7 +33,7 @@ from collections.abc import Iterable
 
 from attrs import define, field, frozen
 
-from ..trace import KERNEL_FUNCTIONS, TraceEvent
+from ..trace import KERNEL_FUNCTIONS, USER_KINDS, TraceEvent, strace_line, vm_fault_name
 
 __all__ = [
     "LIFELINE_KINDS",
@@ -167,7 +169,11 @@ def _value(ev: TraceEvent) -> tuple[str, bool]:
     if ret is None:
         text = "void"
     elif isinstance(ret, int) and not isinstance(ret, bool):
-        text = hex(ret) if ret >= 4096 else str(ret)
+        info = KERNEL_FUNCTIONS.get(ev.func)
+        if info is not None and info.returns == "vm_fault_t" and ret > 0:
+            text = vm_fault_name(ret)
+        else:
+            text = hex(ret) if ret >= 4096 else str(ret)
     else:
         text = str(ret)
     if note:
@@ -245,6 +251,13 @@ class _Builder:
         text = f"{ev.func}: {detail}" if detail else ev.func
         self.steps.append(Note(over, text, ev.func in _ALERTS))
 
+    def user(self, ev: TraceEvent) -> None:
+        """A userspace call: a note over its task, in strace's words."""
+        if self.cut_at is not None:
+            return
+        failed = (isinstance(ev.ret, int) and ev.ret < 0) or ev.note.startswith(("SIG", "oops"))
+        self.steps.append(Note(self.task(ev), strace_line(ev), failed))
+
     def build(self, title: str) -> Sequence:
         for frame in reversed(self.stack):
             if frame.shown:
@@ -279,6 +292,8 @@ def sequence_from_trace(
             b.entry(ev)
         elif ev.kind == "exit":
             b.exit(ev)
+        elif ev.kind in USER_KINDS:
+            b.user(ev)
         else:
             b.event(ev)
     return b.build(title)
