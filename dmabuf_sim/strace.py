@@ -340,7 +340,7 @@ def format_args(name: str, args: Sequence[Any], result: Any = None) -> str:
     if name == "read_memory":
         return f"{_addr(a[0])}, {a[1]}"
     if name == "write_memory":
-        return f"{_addr(a[0])}, {_quote(bytes(a[1]))}"
+        return f"{_addr(a[0])}, {_quote(bytes(a[1]))}, {len(a[1])}"
     return ", ".join(repr(x) for x in a)
 
 

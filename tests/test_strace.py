@@ -117,7 +117,7 @@ def test_files_seals_poll_and_memory_accesses() -> None:
     assert lines[5].startswith(f"read_memory({addr:#x}, 2) = ")
     assert lines[6] == "lseek(1, 0, SEEK_END) = -1 ESPIPE (Illegal seek)"
     assert lines[7] == (
-        f'write_memory({addr:#x}, "no") = ? SIGSEGV {{si_code=SEGV_ACCERR, si_addr={addr:#x}}}'
+        f'write_memory({addr:#x}, "no", 2) = ? SIGSEGV {{si_code=SEGV_ACCERR, si_addr={addr:#x}}}'
     )
     assert lines[8] == f"munmap({addr:#x}, 4096) = 0"
 

@@ -68,15 +68,16 @@ def test_tour_outcomes(tour_text: str) -> None:
     assert "the device read b'written by the CPU'" in step4
     assert "reads b'DSP was here'" in step4
     step5 = tour_text.split("== Step 5")[1].split("== Step 6", maxsplit=1)[0]
-    assert "[v3.5] buffers share one inode: True; B's PTEs 1 -> 0" in step5
     assert "[v6.12] buffers share one inode: False; B's PTEs 1 -> 1" in step5
+    assert "[v3.5, for contrast] buffers share one inode: True; B's PTEs 1 -> 0" in step5
     step6 = tour_text.split("== Step 6")[1].split("== Step 7", maxsplit=1)[0]
     assert "[simple] the touch took 0 ms of device time; waits inside the fault: 0" in step6
     assert (
         "[waits_in_fault] the touch took 16 ms of device time; waits inside the fault: 1" in step6
     )
     step7 = tour_text.split("== Step 7")[1].split("== Step 8", maxsplit=1)[0]
-    assert "[v3.5] DMA_BUF_IOCTL_SYNC: Inappropriate ioctl for device" in step7
+    assert "[v6.12] DMA_BUF_IOCTL_SYNC: ok" in step7
+    assert "[v3.5, for contrast] DMA_BUF_IOCTL_SYNC: Inappropriate ioctl for device" in step7
     assert "stale read at pa" in step7 and "after SYNC_START it reads b'new frame'" in step7
     step8 = tour_text.split("== Step 8")[1]
     assert "SIGSEGV (si_code=1)" in step8 and "2 PTEs (PFNMAP PTEs are copied, R40)" in step8
@@ -86,7 +87,7 @@ def test_tour_step_option_and_bad_step() -> None:
     out = io.StringIO()
     run_tour(spec="v6.12", out=out, only=5, trace=False)
     assert "== Step 5" in out.getvalue() and "== Step 4" not in out.getvalue()
-    with pytest.raises(ValueError, match="between 1 and"):
+    with pytest.raises(ValueError, match="there is no step 99: the tour has steps 1 to 8"):
         run_tour(spec="v6.12", out=io.StringIO(), only=99)
 
 
@@ -160,16 +161,30 @@ def test_cli_scenarios_list_and_run(capsys: pytest.CaptureFixture[str], tmp_path
     assert "anon_inode:dmabuf" in text and "shared by 2 files" in text
 
 
-def test_cli_scenario_trace_jsonl(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_scenario_trace_jsonl_is_pure_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         main(["scenarios", "run", "round-trip", "--exporter", "system_heap", "--trace", "jsonl"])
         == 0
     )
-    lines = capsys.readouterr().out.splitlines()
-    events = [json.loads(x) for x in lines if x.startswith("{")]
+    out = capsys.readouterr().out
+    records = [json.loads(x) for x in out.splitlines()]  # every line parses: jq works
+    *events, result = records
     funcs = [e["func"] for e in events]
     assert "dma_buf_mmap_internal" in funcs and "system_heap_map_dma_buf" in funcs
-    assert lines[-1] == "status: passed"
+    calls = [e for e in events if e["kind"] == "syscall"]
+    assert (
+        calls[0]["func"] == "open"
+        and calls[0]["args"] == '"/dev/dma_heap/system", O_RDONLY|O_CLOEXEC'
+    )
+    assert not any("kit-probe" in e.get("args", "") for e in events)  # the harness's own calls
+    assert result == {
+        "kind": "result",
+        "name": "round-trip",
+        "spec": "v6.12",
+        "exporter": "system_heap",
+        "status": "passed",
+        "observations": {},
+    }
 
 
 def test_cli_story_run_and_diff(capsys: pytest.CaptureFixture[str]) -> None:

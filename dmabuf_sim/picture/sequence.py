@@ -107,10 +107,16 @@ class Call:
     dst: str
     func: str
     args: str = ""
+    returned: str | None = None
+    """For a leaf call drawn in one row (``merge_leaves``): the value it returned."""
+    error: bool = False
 
     @property
     def text(self) -> str:
-        return f"{self.func}({self.args})"
+        call = f"{self.func}({self.args})"
+        if self.returned is None:
+            return call
+        return call if self.returned == "void" else f"{call} = {self.returned}"
 
 
 @frozen
@@ -193,6 +199,7 @@ class _Frame:
 @define
 class _Builder:
     max_calls: int
+    merge_leaves: bool = False
     lifelines: dict[str, Lifeline] = field(factory=dict)
     steps: list[Step] = field(factory=list)
     stack: list[_Frame] = field(factory=list)
@@ -238,7 +245,15 @@ class _Builder:
             if frame.func == ev.func:
                 if frame.shown:
                     value, error = _value(ev)
-                    self.steps.append(Return(frame.lifeline, frame.caller, ev.func, value, error))
+                    last = self.steps[-1] if self.steps else None
+                    if self.merge_leaves and isinstance(last, Call) and last.func == ev.func:
+                        self.steps[-1] = Call(
+                            last.src, last.dst, last.func, last.args, value, error
+                        )
+                    else:
+                        self.steps.append(
+                            Return(frame.lifeline, frame.caller, ev.func, value, error)
+                        )
                 return
             if frame.shown:  # an unmatched inner frame (should not happen): close it
                 self.steps.append(Return(frame.lifeline, frame.caller, frame.func, "?", True))
@@ -277,16 +292,22 @@ class _Builder:
 
 
 def sequence_from_trace(
-    events: Iterable[TraceEvent], *, max_calls: int = 200, title: str = "dmabuf_sim trace"
+    events: Iterable[TraceEvent],
+    *,
+    max_calls: int = 200,
+    title: str = "dmabuf_sim trace",
+    merge_leaves: bool = False,
 ) -> Sequence:
     """Group the calls of a trace by subsystem lifeline (see the module docstring).
 
     At most ``max_calls`` calls are drawn (with their returns, so the diagram
-    stays balanced); a note where the cut happens counts the rest.
+    stays balanced); a note where the cut happens counts the rest.  With
+    ``merge_leaves`` a call that calls nothing is one row, ``f(args) = value``,
+    with no separate return (about a third fewer rows).
     """
     if max_calls < 1:
         raise ValueError(f"max_calls must be >= 1, not {max_calls}")
-    b = _Builder(max_calls)
+    b = _Builder(max_calls, merge_leaves)
     for ev in events:
         if ev.kind == "entry":
             b.entry(ev)
