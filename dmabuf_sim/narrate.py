@@ -206,20 +206,43 @@ def _origin(events: Sequence[TraceEvent], ret: int) -> str:
 
 
 def _fault_story(events: Sequence[TraceEvent]) -> str:
-    if not any(ev.kind == "entry" and ev.func == "handle_mm_fault" for ev in events):
+    """What the page fault inside a call did, by the handler that answered it."""
+    entered = {ev.func for ev in events if ev.kind == "entry"}
+    if "handle_mm_fault" not in entered:
         return ""
-    handler = None
-    for ev in events:
-        info = KERNEL_FUNCTIONS.get(ev.func)
-        if ev.kind == "exit" and info is not None and info.returns == "vm_fault_t":
-            if not info.file.startswith("mm/"):
-                handler = ev
-                break
-            handler = handler or ev
-    if handler is None:
-        return "The access faulted."
-    answer = vm_fault_name(handler.ret) if isinstance(handler.ret, int) else str(handler.ret)
-    return f"The access faulted: {handler.func} answered {answer}."
+    answers = [
+        ev
+        for ev in events
+        if ev.kind == "exit"
+        and (info := KERNEL_FUNCTIONS.get(ev.func)) is not None
+        and info.returns == "vm_fault_t"
+    ]
+    driver = next(
+        (ev for ev in answers if not KERNEL_FUNCTIONS[ev.func].file.startswith("mm/")), None
+    )
+    if driver is not None:
+        return f"The access faulted: {driver.func} answered {_answer(driver)}."
+    if "do_anonymous_page" in entered:
+        return (
+            "The access faulted and no driver's fault handler ran: do_anonymous_page gave it"
+            " an anonymous page."
+        )
+    core = next((ev for ev in answers if ev.func in ("do_fault", "__do_fault")), None)
+    if core is not None and isinstance(core.ret, int) and core.ret:
+        return (
+            f"The access faulted; there is no fault handler, so {core.func} answered"
+            f" {_answer(core)}."
+        )
+    last = answers[-1] if answers else None
+    return (
+        f"The access faulted: {last.func} answered {_answer(last)}."
+        if last
+        else "The access faulted."
+    )
+
+
+def _answer(ev: TraceEvent) -> str:
+    return vm_fault_name(ev.ret) if isinstance(ev.ret, int) else str(ev.ret)
 
 
 def _events_story(events: Sequence[TraceEvent]) -> list[str]:
@@ -230,7 +253,11 @@ def _events_story(events: Sequence[TraceEvent]) -> list[str]:
         if ev.kind == "exit" and ev.func == "unmap_mapping_range" and isinstance(ev.ret, int)
     )
     if zapped:
-        out.append(f"unmap_mapping_range shot down {zapped} PTE{'s' if zapped != 1 else ''}.")
+        vmas = sum(1 for ev in events if ev.kind == "event" and ev.func == "zap_page_range_single")
+        where = f" in {vmas} vmas" if vmas > 1 else ""
+        out.append(
+            f"unmap_mapping_range shot down {zapped} PTE{'s' if zapped != 1 else ''}{where}."
+        )
     for ev in events:
         if ev.kind != "event":
             continue
@@ -249,6 +276,8 @@ def _events_story(events: Sequence[TraceEvent]) -> list[str]:
 
 def narrate_call(record: TraceEvent, events: Sequence[TraceEvent]) -> str:
     """What a ``syscall``/``access`` record and the kernel events it caused amount to."""
+    if record.note.startswith("SIG"):  # the signal is said once, from the record
+        events = [ev for ev in events if ev.func != "force_sig_fault"]
     who = f"{record.comm}-{record.pid}"
     a = split_args(record.args)
     ret, note = record.ret, record.note

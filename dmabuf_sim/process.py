@@ -168,6 +168,12 @@ class Process:
     def trace_name(self) -> str:
         return f"{self.comm}-{self.pid}"
 
+    def _repr_svg_(self) -> str:
+        """What this process reaches (vmas, files, pages), drawn; Jupyter shows it."""
+        from .picture import snapshot_graph, to_svg_fallback
+
+        return to_svg_fallback(snapshot_graph(self.kernel, processes=[self]))
+
     def _enter(self) -> Any:
         if not self.alive:
             raise ValueError(f"process {self.pid} has exited; spawn or fork a live one")

@@ -28,7 +28,7 @@ _PREFERRED = ("system_heap", "simple", "shootdown", "udmabuf", "cma_heap", "vgem
 """Reference exporters in the order a suggestion tries them."""
 
 
-@define(eq=False)
+@define(eq=False, repr=False)
 class NamedRun:
     """The outcome of one scenario or story under one spec."""
 
@@ -48,6 +48,9 @@ class NamedRun:
     """What to try instead, for a skipped scenario."""
     kernel: Kernel | None = field(default=None, repr=False)
     events: list[TraceEvent] = field(factory=list, repr=False)
+
+    def __repr__(self) -> str:
+        return f"<NamedRun {self.headline}>"
 
     @property
     def headline(self) -> str:

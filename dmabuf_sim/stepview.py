@@ -14,10 +14,10 @@ file, plain JavaScript (buttons and the arrow keys step back and forth)::
 
     >>> from dmabuf_sim.stepview import walkthrough
     >>> view = walkthrough("no-fault-handler", specs=["v3.5", "v6.12"])
-    >>> [frame.call for frame in view.runs["v6.12"].frames][1]
+    >>> [frame.call for frame in view.runs["v6.12"].frames][2]
     'read_memory(0x7effffffe000, 1) = ? SIGBUS {si_code=BUS_ADRERR, si_addr=0x7effffffe000}'
-    >>> view.runs["v3.5"].ending[1]
-    'read first byte: ok: 00'
+    >>> view.runs["v3.5"].ending[2]
+    '  read first byte: ok: 00'
 
 Simplified: frames are cut at userspace calls, so a stretch of kernel work
 between two calls is one frame however many functions it ran; the tracer's
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["Frame", "Recorder", "RunView", "Walkthrough", "walkthrough"]
 
 
-@frozen
+@frozen(repr=False)
 class Frame:
     """One step of the view."""
 
@@ -72,6 +72,9 @@ class Frame:
     """The call failed, or ended in a signal or an oops."""
     chapter: str = ""
     """The tour step the frame belongs to (empty outside the tour)."""
+
+    def __repr__(self) -> str:
+        return f"<Frame {self.kind}: {self.call or self.narration[:60]}>"
 
 
 def _diff(
@@ -207,7 +210,7 @@ class Recorder:
         self._flush_kernel_side(len(self.kernel.tracer.events))
 
 
-@frozen
+@frozen(repr=False)
 class RunView:
     """One spec's run: its frames and how it ends."""
 
@@ -217,8 +220,11 @@ class RunView:
     """The outcome, line by line (the first line is the headline)."""
     frames: tuple[Frame, ...]
 
+    def __repr__(self) -> str:
+        return f"<RunView {self.spec}: {self.status}, {len(self.frames)} steps>"
 
-@frozen
+
+@frozen(repr=False)
 class Walkthrough:
     """Runs of one story under several specs, ready to be written as HTML."""
 
@@ -226,6 +232,12 @@ class Walkthrough:
     intro: str
     runs: Mapping[str, RunView]
     default_spec: str = DEFAULT_SPEC
+
+    def __repr__(self) -> str:
+        runs = ", ".join(
+            f"{r.spec} ({r.status}, {len(r.frames)} steps)" for r in self.runs.values()
+        )
+        return f"<Walkthrough {self.title!r}: {runs}>"
 
     def to_html(self) -> str:
         """The page: one HTML file, its data inline, no external resources."""
@@ -381,6 +393,7 @@ _PAGE = """<!DOCTYPE html>
   </section>
   <section id="state">
     <p id="changes"></p>
+    <p class="hint">click the picture to see it at full size</p>
     <div id="picture"></div>
   </section>
 </main>
@@ -422,7 +435,8 @@ main{display:flex;gap:16px;padding:8px 16px;align-items:flex-start}
 #timeline li.current{background:#fde68a}
 #timeline li.alert{color:#b91c1c}
 #changes{color:#92400e;margin:4px}
-#picture svg{width:100%;height:auto}
+#picture svg{width:100%;height:auto;cursor:zoom-in}
+#picture.zoom svg{width:auto;max-width:none;cursor:zoom-out}
 #picture:empty::after{content:"(no picture: nothing ran)";color:#64748b}
 table{border-collapse:collapse}
 td,th{border:1px solid #cbd5e1;padding:3px 8px;text-align:left;vertical-align:top}
@@ -523,6 +537,7 @@ _SCRIPT = """
   $("next").addEventListener("click", function () { go(index + 1); });
   $("last").addEventListener("click", function () { go(frames().length - 1); });
   $("spec").addEventListener("change", function () { choose($("spec").value); });
+  $("picture").addEventListener("click", function () { $("picture").classList.toggle("zoom"); });
   document.addEventListener("keydown", function (ev) {
     if (ev.target && ev.target.tagName === "SELECT") { return; }
     if (ev.key === "ArrowRight") { go(index + 1); ev.preventDefault(); }
