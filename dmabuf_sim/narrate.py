@@ -5,9 +5,8 @@ record of the call, the kernel's trace events it caused, and counts taken from
 the kernel before and after (:class:`Counts`).  So a narration never claims
 what the trace does not show::
 
-    app-1 maps 8192 bytes of fd 1 (PROT_READ|PROT_WRITE, MAP_SHARED) at 0x7effffffe000.
-    app-1 loads 1 byte at 0x7effffffe000. The access faulted: cma_heap_vm_fault
-    answered VM_FAULT_NOPAGE.
+    app-1 unmaps 4096 bytes at 0x7effffffe000.
+    app-1 calls mmap, which fails with EINVAL (Invalid argument). dma_buf_mmap_internal returned it.
 """
 
 from __future__ import annotations

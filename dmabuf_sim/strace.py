@@ -6,9 +6,9 @@ record per :meth:`~dmabuf_sim.process.Process.read_memory` /
 :meth:`~dmabuf_sim.process.Process.write_memory`); this module turns the
 arguments into the text ``strace`` would show::
 
-    mmap(NULL, 8192, PROT_READ|PROT_WRITE, MAP_SHARED, 3, 0) = 0x7effffffe000
-    ioctl(3, DMA_BUF_IOCTL_SYNC, {flags=DMA_BUF_SYNC_START|DMA_BUF_SYNC_RW}) = 0
-    mmap(NULL, 20480, PROT_READ|PROT_WRITE, MAP_SHARED, 3, 0) = -1 EINVAL (Invalid argument)
+    mmap(NULL, 8192, PROT_READ|PROT_WRITE, MAP_SHARED, 1, 0) = 0x7effffffe000
+    ioctl(1, DMA_BUF_IOCTL_SYNC, {flags=DMA_BUF_SYNC_START|DMA_BUF_SYNC_RW}) = 0
+    mmap(NULL, 12288, PROT_READ|PROT_WRITE, MAP_SHARED, 1, 0) = -1 EINVAL (Invalid argument)
 
 Struct arguments are printed after the call, with what the kernel wrote back
 (``strace -e verbose``).  Formatting happens only when a tracer is on; with

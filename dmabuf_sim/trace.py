@@ -21,7 +21,7 @@ face adds one ``syscall`` record per system call (and one ``access`` record
 per load or store) while the tracer is on, printed as ``strace`` would print
 the call (see :mod:`dmabuf_sim.strace`)::
 
-    [app-1] mmap(NULL, 8192, PROT_READ|PROT_WRITE, MAP_SHARED, 3, 0) = 0x7effffffe000
+    [app-1] mmap(NULL, 8192, PROT_READ|PROT_WRITE, MAP_SHARED, 1, 0) = 0x7effffffe000
      0) app-1         |  __x64_sys_mmap() {
 
 :func:`hide_plumbing` and :func:`hide_harness` filter a trace for reading:

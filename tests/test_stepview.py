@@ -186,3 +186,31 @@ def test_suggestions_name_something_that_works() -> None:
 def test_module_docstring_example_runs() -> None:
     result = doctest.testmod(stepview)
     assert result.attempted >= 3 and result.failed == 0
+
+
+def _literal_lines(doc: str, which: int = 0) -> list[str]:
+    """The lines of a docstring's ``which``-th ``::`` literal block, stripped."""
+    block = doc.split("::\n\n")[which + 1].split("\n\n", 1)[0]
+    return [line.strip() for line in block.splitlines()]
+
+
+def test_docstring_examples_are_what_the_code_prints() -> None:
+    from dmabuf_sim import narrate, strace, trace
+    from dmabuf_sim.uapi import DMA_BUF_IOCTL_SYNC, DmaBufSync
+
+    _k, rec, addr = recorded()
+    assert addr == 0x7EFFFFFFE000
+    narrations = [rec.frames[2].narration, rec.frames[3].narration]
+    assert _literal_lines(narrate.__doc__ or "") == narrations
+    k = Kernel("v6.12")
+    p = k.spawn("app")
+    fd = EXPORTERS["system_heap"].make_fd(p, 2 * PAGE, os.O_RDWR | os.O_CLOEXEC)
+    with k.trace() as events:
+        p.mmap(0, 2 * PAGE, RW, mmap.MAP_SHARED, fd, 0)
+        p.ioctl(fd, DMA_BUF_IOCTL_SYNC, DmaBufSync(3))  # START|RW
+        with pytest.raises(OSError):
+            p.mmap(0, 3 * PAGE, RW, mmap.MAP_SHARED, fd, 0)
+    printed = strace.format_strace(events, show_task=False).splitlines()
+    assert _literal_lines(strace.__doc__ or "") == printed
+    graph = [line.strip() for line in trace.format_function_graph(events).splitlines()[:2]]
+    assert _literal_lines(trace.__doc__ or "", 1) == graph
