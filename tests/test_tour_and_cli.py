@@ -446,3 +446,24 @@ def test_every_difference_between_any_two_specs_gets_a_verdict(name: str) -> Non
             _summary, lines = verdict(name, a, b, rows)
             assert len(lines) == len(rows)
             assert not any("no judgement recorded" in line for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["tour", "--spec", "v9"], "dmabuf-sim tour: argument --spec: invalid choice: 'v9'"),
+        (
+            ["scenarios", "run", "fork", "--trace", "xml"],
+            "dmabuf-sim scenarios: argument --trace: invalid choice",
+        ),
+        (["frob"], "dmabuf-sim: argument command: invalid choice: 'frob'"),
+    ],
+)
+def test_cli_argument_errors_are_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(message) and line.endswith("--help'")
