@@ -450,6 +450,16 @@ _SCRIPT = """
   var data = JSON.parse(document.getElementById("walkthrough-data").textContent);
   var $ = function (id) { return document.getElementById(id); };
   var spec = data["default"], index = 0;
+  function fromHash() {  // a link can name a step: view.html#spec=v3.5&step=7
+    var wanted = {};
+    location.hash.replace(/^#/, "").split("&").forEach(function (kv) {
+      var parts = kv.split("=");
+      if (parts.length === 2) { wanted[parts[0]] = decodeURIComponent(parts[1]); }
+    });
+    if (wanted.spec && data.runs[wanted.spec]) { spec = wanted.spec; }
+    if (wanted.step) { index = (parseInt(wanted.step, 10) || 1) - 1; }
+  }
+  fromHash();
   function run() { return data.runs[spec]; }
   function frames() { return run().frames; }
   $("title").textContent = data.title;
@@ -529,6 +539,9 @@ _SCRIPT = """
       rows[r].classList.toggle("current", rows[r].dataset.spec === spec);
     }
     $("spec").value = spec;
+    if (history.replaceState) {
+      history.replaceState(null, "", "#spec=" + encodeURIComponent(spec) + "&step=" + (index + 1));
+    }
   }
   function go(i) { index = i; show(); }
   function choose(name) { spec = name; buildTimeline(); show(); }
@@ -538,6 +551,7 @@ _SCRIPT = """
   $("last").addEventListener("click", function () { go(frames().length - 1); });
   $("spec").addEventListener("change", function () { choose($("spec").value); });
   $("picture").addEventListener("click", function () { $("picture").classList.toggle("zoom"); });
+  window.addEventListener("hashchange", function () { fromHash(); buildTimeline(); show(); });
   document.addEventListener("keydown", function (ev) {
     if (ev.target && ev.target.tagName === "SELECT") { return; }
     if (ev.key === "ArrowRight") { go(index + 1); ev.preventDefault(); }

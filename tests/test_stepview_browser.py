@@ -202,6 +202,19 @@ def test_step_through_a_scenario_in_chromium(browser: WebDriver, tmp_path: Path)
     zap = next(i for i, f in enumerate(old) if "shot down 4 PTEs in 2 vmas" in f.narration)
     wd.click(f"#timeline li:nth-child({zap + 1})")
     assert_shows(wd, old[zap], zap, len(old))
+    assert wd.js("return location.hash;") == f"#spec=v3.5&step={zap + 1}"  # a link to this step
+    wd.call(
+        "POST",
+        f"/session/{wd.session}/url",
+        {"url": page.resolve().as_uri() + "#spec=v6.12&step=2"},
+    )
+    assert_shows(wd, frames[1], 1, len(frames))
+    wd.call(
+        "POST",
+        f"/session/{wd.session}/url",
+        {"url": page.resolve().as_uri() + f"#spec=v3.5&step={zap + 1}"},
+    )
+    assert_shows(wd, old[zap], zap, len(old))
     shot = base64.b64decode(wd.cmd("GET", "/screenshot"))
     screenshot = tmp_path / "two-buffers-v3.5.png"
     screenshot.write_bytes(shot)
