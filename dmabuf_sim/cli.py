@@ -46,7 +46,7 @@ def _spec_note(spec: str) -> str:
 def _writable(path: str, what: str) -> str | None:
     """Why ``path`` cannot be written (in words that say what to do), or None."""
     target = Path(path)
-    parent = target.parent if str(target.parent) else Path(".")
+    parent = target.parent
     if target.is_dir():
         return f"{path} is a directory; give a file name, e.g. {target / ('out' + what)}"
     if not parent.is_dir():
@@ -241,9 +241,6 @@ def _run_named(args: argparse.Namespace) -> int:
     jsonl = args.trace == "jsonl"
     info = sys.stderr if jsonl else sys.stdout  # JSON lines stay pure JSON
     events = run.events if args.full_trace else hide_plumbing(hide_harness(run.events))
-    if not jsonl:
-        who = f"{run.kind} {run.name}" + (f", exporter {run.exporter}" if run.exporter else "")
-        print(f"== {who}, {_spec_note(run.spec)}")
     if jsonl:
         sys.stdout.write(format_jsonl(events))
         result = {
@@ -258,6 +255,8 @@ def _run_named(args: argparse.Namespace) -> int:
             result |= {"reason": run.reason, "hint": run.hint}
         print(json.dumps(result, sort_keys=True))
     else:
+        who = f"{run.kind} {run.name}" + (f", exporter {run.exporter}" if run.exporter else "")
+        print(f"== {who}, {_spec_note(run.spec)}")
         if args.trace == "text":
             sys.stdout.write(format_function_graph(events))
         elif args.trace == "strace":

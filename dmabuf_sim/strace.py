@@ -313,7 +313,9 @@ def format_args(name: str, args: Sequence[Any], result: Any = None) -> str:
         path, flags = a[0], a[1]
         text = f"{_quote(path)}, {_open_flags(flags)}"
         return text + (f", {a[2]:#o}" if flags & os.O_CREAT and len(a) > 2 else "")
-    if name in ("close", "dup", "fork", "exit_group"):
+    if name == "exit_group":
+        return "0"  # Process.exit() is exit(0)
+    if name in ("close", "dup", "fork"):
         return ", ".join(str(x) for x in a)
     if name == "lseek":
         return f"{a[0]}, {a[1]}, {_SEEK.get(a[2], str(a[2]))}"

@@ -219,3 +219,12 @@ def test_decode_flags_and_unknown_values() -> None:
     assert strace.ioctl_name(DMA_BUF_IOCTL_SYNC) == "DMA_BUF_IOCTL_SYNC"
     ev = TraceEvent(1, 1, 1, "a", 0, "syscall", "exit_group", "0")
     assert strace.strace_line(ev) == "exit_group(0) = ?"
+    k = Kernel("v6.12")
+    parent = k.spawn("parent")
+    with k.trace() as events:
+        child = parent.fork()
+        child.exit()
+    assert strace.format_strace(events).splitlines() == [
+        f"[parent-1] fork() = {child.pid}",
+        f"[parent-{child.pid}] exit_group(0) = ?",
+    ]
