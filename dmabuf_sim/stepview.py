@@ -200,11 +200,6 @@ class Recorder:
         self._open = None
         self._mark = len(self.kernel.tracer.events)
 
-    def note(self, text: str) -> None:
-        """A line of commentary as a frame of its own, over the current picture."""
-        self.finish()
-        self.sink.append(Frame("note", "", "", text, "", self._graph, chapter=self.chapter))
-
     def finish(self) -> None:
         """Frame the kernel work since the last call (call once the run is over)."""
         self._flush_kernel_side(len(self.kernel.tracer.events))
