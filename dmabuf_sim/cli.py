@@ -3,27 +3,113 @@
 Subcommands:
 
 ``tour``        a guided run through the simulator, each step traced and explained;
-``scenarios``   ``list`` and ``run NAME [--spec] [--exporter] [--trace text|jsonl] [--picture F]``;
-``diff-specs``  ``NAME SPEC_A SPEC_B``: one story under two kernels, only what differs;
+``scenarios``   ``list`` and ``run NAME [--spec] [--exporter] [--trace strace|text|jsonl]
+                [--picture F] [--html F]``;
+``diff-specs``  ``NAME SPEC_A [SPEC_B]``: one story under two kernels, what differs, which
+                side is the bug;
 ``specs``       the spec versions and the behaviours that tell them apart;
 ``check``       run the conformance kit on an exporter (yours or a registered one);
 ``functions``   every simulated kernel function and the kernel file it mirrors.
+
+Every command that runs a kernel defaults to :data:`~dmabuf_sim.spec.DEFAULT_SPEC`
+and names the spec it used in its first line.  Usage errors end in one line on
+stderr saying what to do (exit status 2), never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
 
-from .spec import SPECS, Spec
+from . import __version__
+from .spec import DEFAULT_SPEC, SPECS, Spec
 
 __all__ = ["main"]
 
 
-def _cmd_tour(args: argparse.Namespace) -> int:
-    from .tour import run_tour
+def _fail(command: str, message: str) -> int:
+    """One line on stderr saying what to do; exit status 2 (a usage error)."""
+    print(f"dmabuf-sim {command}: {message}", file=sys.stderr)
+    return 2
 
+
+def _spec_note(spec: str) -> str:
+    return f"spec {spec}" + (" (the default)" if spec == DEFAULT_SPEC else "")
+
+
+def _writable(path: str, what: str) -> str | None:
+    """Why ``path`` cannot be written (in words that say what to do), or None."""
+    target = Path(path)
+    parent = target.parent
+    if target.is_dir():
+        return f"{path} is a directory; give a file name, e.g. {target / ('out' + what)}"
+    if not parent.is_dir():
+        return (
+            f"cannot write {path}: directory {parent} does not exist;"
+            " create it first or choose another path"
+        )
+    if not os.access(parent, os.W_OK):
+        return f"cannot write {path}: directory {parent} is not writable; choose another path"
+    return None
+
+
+def _picture_problem(path: str, kind: str) -> str | None:
+    """Why ``--picture path`` cannot be drawn, or None."""
+    from .picture import FORMATS
+
+    if Path(path).is_dir():
+        return _writable(path, ".svg")
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        stem = Path(path).with_suffix("")
+        return (
+            f"cannot draw {Path(path).name}: this tool writes .svg (open it in a browser),"
+            " .mmd or .md (Mermaid) and .dot (Graphviz: turn it into a PNG with"
+            f" 'dot -Tpng {stem}.dot -o {stem}.png'); choose one of those suffixes"
+        )
+    if kind == "sequence" and FORMATS[suffix] == "dot":
+        return "sequence pictures have no DOT form: use .svg, .mmd or .md"
+    return _writable(path, suffix)
+
+
+def _write(path: str, write: Callable[[], object]) -> str | None:
+    """Run ``write()``; an OSError becomes one line (None when it worked)."""
+    try:
+        write()
+    except OSError as exc:
+        return f"cannot write {path}: {exc.strerror or exc}; choose another path"
+    return None
+
+
+def _cmd_tour(args: argparse.Namespace) -> int:
+    from .tour import run_tour, tour_steps, tour_walkthrough
+
+    steps = len(tour_steps())
+    if args.step is not None and not 1 <= args.step <= steps:
+        return _fail(
+            "tour",
+            f"there is no step {args.step}: the tour has steps 1 to {steps};"
+            f" run 'dmabuf-sim tour --step 1' .. '--step {steps}', or 'dmabuf-sim tour'",
+        )
+    if args.html:
+        problem = _writable(args.html, ".html")
+        if problem:
+            return _fail("tour", problem)
+        view = tour_walkthrough(default_spec=args.spec, full_trace=args.full_trace)
+        problem = _write(args.html, lambda: view.write(args.html))
+        if problem:
+            return _fail("tour", problem)
+        print(
+            f"step-through view of the tour written to {args.html}: open it in a browser"
+            f" ({_spec_note(args.spec)} first; every spec is inside)"
+        )
+        return 0
     run_tour(
         spec=args.spec,
         out=sys.stdout,
@@ -113,6 +199,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _plain(text: str) -> str:
+    """Docstring text without reStructuredText markup (roles, double backquotes)."""
+    text = re.sub(r":[\w:]+:`~?([^`<]*?)(?:\s*<[^>]*>)?`", r"\1", text)
+    return text.replace("``", "").replace("`", "")
+
+
 def _cmd_scenarios(args: argparse.Namespace) -> int:
     from .conformance.scenarios import SCENARIOS
     from .exporters.registry import EXPORTERS
@@ -121,113 +213,155 @@ def _cmd_scenarios(args: argparse.Namespace) -> int:
     if args.action == "list":
         print("Shared scenarios (run one with an exporter: --exporter NAME):")
         for name, fn in SCENARIOS.items():
-            print(f"  {name:24} {(fn.__doc__ or '').strip().splitlines()[0]}")
+            print(f"  {name:24} {_plain((fn.__doc__ or '').strip().splitlines()[0])}")
         print("\nStories (outcomes that differ between kernels; see diff-specs):")
         for story in STORIES.values():
             print(f"  {story.name:24} {story.summary} ({', '.join(story.rules)})")
         print("\nExporters:")
         for info in EXPORTERS.values():
-            print(f"  {info.name:24} [{info.kind}] {info.summary}")
+            print(f"  {info.name:24} [{info.kind}] {_plain(info.summary)}")
+        print(
+            f"\nRun one: dmabuf-sim scenarios run NAME [--spec SPEC] (default {DEFAULT_SPEC})"
+            " [--trace strace|text|jsonl] [--html view.html]"
+        )
         return 0
     if not args.name:
-        print(
-            "dmabuf-sim scenarios run: name a scenario or story (see 'scenarios list')",
-            file=sys.stderr,
-        )
-        return 2
+        return _fail("scenarios run", "name a scenario or story (see 'dmabuf-sim scenarios list')")
     return _run_named(args)
 
 
 def _run_named(args: argparse.Namespace) -> int:
-    from .conformance.scenarios import SCENARIOS, Harness, Skip
-    from .exporters.registry import exporter
-    from .kernel import Kernel
-    from .stories import STORIES
-    from .trace import format_function_graph, format_jsonl
+    from .exporters.registry import EXPORTERS
+    from .runs import is_named, run_named
+    from .strace import format_strace
+    from .trace import format_function_graph, format_jsonl, hide_harness, hide_plumbing
 
     name = args.name
-    if name not in SCENARIOS and name not in STORIES:
-        print(
-            f"dmabuf-sim: unknown scenario {name!r} (see 'dmabuf-sim scenarios list')",
-            file=sys.stderr,
+    if not is_named(name):
+        return _fail(
+            "scenarios run", f"unknown scenario {name!r} (see 'dmabuf-sim scenarios list')"
         )
-        return 2
-    if name in STORIES:
-        kernel = Kernel(args.spec, trace=True)
-        observations = STORIES[name].run(kernel)
-        events = kernel.tracer.events
-        status = 0
-    else:
-        try:
-            info = exporter(args.exporter)
-        except ValueError as exc:
-            print(f"dmabuf-sim: {exc}", file=sys.stderr)
-            return 2
-        why = info.available(Kernel(args.spec, load_drivers=False).spec)
-        if why:
-            print(f"{name} [{info.name}, {args.spec}]: skipped ({why})")
-            return 0
-        h = Harness.create(info, args.spec)
-        kernel = h.kernel
-        kernel.tracer.enabled = True
-        try:
-            SCENARIOS[name](h)
-        except Skip as skip:
-            print(f"{name} [{info.name}, {args.spec}]: skipped ({skip})")
-            return 0
-        events = kernel.tracer.events
-        observations = {"status": "failed" if h.findings else "passed"}
-        observations.update({f"finding {i + 1}": str(f) for i, f in enumerate(h.findings)})
-        status = 1 if h.findings else 0
-    if args.trace == "jsonl":
+    if args.exporter not in EXPORTERS:
+        return _fail(
+            "scenarios run",
+            f"unknown exporter {args.exporter!r}; choose one of {', '.join(EXPORTERS)}",
+        )
+    kind = "sequence" if args.picture_kind == "sequence" else "state"
+    for option, path, problem in (
+        ("--picture", args.picture, args.picture and _picture_problem(args.picture, kind)),
+        ("--html", args.html, args.html and _writable(args.html, ".html")),
+    ):
+        if problem:
+            return _fail("scenarios run", f"{option} {path}: {problem}")
+    run = run_named(name, args.spec, args.exporter)
+    jsonl = args.trace == "jsonl"
+    info = sys.stderr if jsonl else sys.stdout  # JSON lines stay pure JSON
+    events = run.events if args.full_trace else hide_plumbing(hide_harness(run.events))
+    if jsonl:
         sys.stdout.write(format_jsonl(events))
-    elif args.trace == "text":
-        sys.stdout.write(format_function_graph(events))
-    for key, value in observations.items():
-        print(f"{key}: {value}")
-    if args.picture:
+        result = {
+            "kind": "result",
+            "name": run.name,
+            "spec": run.spec,
+            "exporter": run.exporter,
+            "status": run.status,
+            "observations": run.observations,
+        }
+        if run.status == "skipped":
+            result |= {"reason": run.reason, "hint": run.hint}
+        print(json.dumps(result, sort_keys=True))
+    else:
+        who = f"{run.kind} {run.name}" + (f", exporter {run.exporter}" if run.exporter else "")
+        print(f"== {who}, {_spec_note(run.spec)}")
+        if args.trace == "text":
+            sys.stdout.write(format_function_graph(events))
+        elif args.trace == "strace":
+            sys.stdout.write(format_strace(events))
+        for line in run.lines():
+            print(line)
+    if args.picture and run.kernel is not None:
         from .picture import write_picture
 
-        kind = "sequence" if args.picture_kind == "sequence" else "state"
-        path = write_picture(args.picture, kernel, events, kind=kind)
-        print(f"picture written to {path}")
-    return status
+        problem = _write(
+            args.picture,
+            lambda: write_picture(
+                args.picture, run.kernel, run.events, kind=kind, compact=not args.full_trace
+            ),
+        )
+        if problem:
+            return _fail("scenarios run", problem)
+        print(f"{kind} picture written to {args.picture}", file=info)
+    if args.html:
+        from .stepview import walkthrough
+
+        view = walkthrough(name, args.exporter, default_spec=run.spec, full_trace=args.full_trace)
+        problem = _write(args.html, lambda: view.write(args.html))
+        if problem:
+            return _fail("scenarios run", problem)
+        print(
+            f"step-through view written to {args.html}: open it in a browser"
+            f" ({run.spec} first; every spec is inside)",
+            file=info,
+        )
+    return 1 if run.status == "failed" else 0
 
 
 def _cmd_diff_specs(args: argparse.Namespace) -> int:
-    from .stories import STORIES, diff_story
+    from .stories import STORIES, diff_story, verdict
 
     if args.name not in STORIES:
-        print(
-            f"dmabuf-sim diff-specs: unknown story {args.name!r}; choose one of"
-            f" {', '.join(STORIES)}",
-            file=sys.stderr,
+        return _fail(
+            "diff-specs",
+            f"unknown story {args.name!r}; choose one of {', '.join(STORIES)}",
         )
-        return 2
-    rows = diff_story(args.name, args.spec_a, args.spec_b)
+    spec_a, spec_b = args.spec_a, args.spec_b
+    rows = diff_story(args.name, spec_a, spec_b)
     story = STORIES[args.name]
     print(f"{story.name}: {story.summary} ({', '.join(story.rules)})")
     if not rows:
-        print(f"no difference between {args.spec_a} and {args.spec_b}")
+        print(f"no difference between {spec_a} and {spec_b}")
         return 0
     width = max(len(r[0]) for r in rows)
-    wa = max(len(args.spec_a), *(len(r[1]) for r in rows))
-    print(f"{'':{width}}  {args.spec_a:{wa}}  {args.spec_b}")
+    wa = max(len(spec_a), *(len(r[1]) for r in rows))
+    print(f"{'':{width}}  {spec_a:{wa}}  {spec_b}")
     for key, a, b in rows:
         print(f"{key:{width}}  {a:{wa}}  {b}")
+    summary, lines = verdict(args.name, spec_a, spec_b, rows)
+    print(f"verdict: {summary}")
+    for line in lines:
+        print(f"  {line}")
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line saying what to do (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dmabuf-sim", description="An executable model of Linux dma-buf and its mmap."
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"dmabuf-sim {__version__} (default spec {DEFAULT_SPEC})",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     tour = sub.add_parser("tour", help="a guided run, step by step, with kernel traces")
-    tour.add_argument("--spec", default="v6.12", choices=list(SPECS))
+    tour.add_argument(
+        "--spec", default=DEFAULT_SPEC, choices=list(SPECS), help=f"default {DEFAULT_SPEC}"
+    )
     tour.add_argument("--no-trace", action="store_true", help="explanations only")
     tour.add_argument("--step", type=int, default=None, help="run only this step number")
-    tour.add_argument("--full-trace", action="store_true", help="do not hide plumbing calls")
+    tour.add_argument(
+        "--full-trace", action="store_true", help="do not hide plumbing or harness calls"
+    )
+    tour.add_argument(
+        "--html", metavar="FILE", help="write the step-through view (one HTML file, every spec)"
+    )
     tour.set_defaults(func=_cmd_tour)
     specs = sub.add_parser("specs", help="spec versions and how they differ")
     specs.add_argument("--all", action="store_true", help="also list behaviours all share")
@@ -235,16 +369,37 @@ def build_parser() -> argparse.ArgumentParser:
     scen = sub.add_parser("scenarios", help="list or run scenarios and stories")
     scen.add_argument("action", choices=["list", "run"])
     scen.add_argument("name", nargs="?", help="scenario or story name (for run)")
-    scen.add_argument("--spec", default="v6.12", choices=list(SPECS))
+    scen.add_argument(
+        "--spec", default=DEFAULT_SPEC, choices=list(SPECS), help=f"default {DEFAULT_SPEC}"
+    )
     scen.add_argument("--exporter", default="system_heap", help="exporter for shared scenarios")
-    scen.add_argument("--trace", choices=["text", "jsonl"], help="print the kernel trace")
+    scen.add_argument(
+        "--trace",
+        choices=["strace", "text", "jsonl"],
+        help="print the userspace calls (strace), with the kernel's function graph (text),"
+        " or everything as JSON lines (jsonl: stdout is pure JSON, the result last)",
+    )
+    scen.add_argument(
+        "--full-trace", action="store_true", help="do not hide plumbing or harness calls"
+    )
     scen.add_argument("--picture", metavar="FILE", help="write a picture (.svg, .mmd, .md, .dot)")
     scen.add_argument("--picture-kind", choices=["state", "sequence"], default="state")
+    scen.add_argument(
+        "--html", metavar="FILE", help="write the step-through view (one HTML file, every spec)"
+    )
     scen.set_defaults(func=_cmd_scenarios)
-    diff = sub.add_parser("diff-specs", help="run a story under two kernels; show differences")
+    diff = sub.add_parser(
+        "diff-specs", help="run a story under two kernels; show differences and the bug"
+    )
     diff.add_argument("name")
     diff.add_argument("spec_a", choices=list(SPECS))
-    diff.add_argument("spec_b", choices=list(SPECS))
+    diff.add_argument(
+        "spec_b",
+        nargs="?",
+        default=DEFAULT_SPEC,
+        choices=list(SPECS),
+        help=f"default {DEFAULT_SPEC}",
+    )
     diff.set_defaults(func=_cmd_diff_specs)
     check = sub.add_parser("check", help="run the conformance kit on an exporter")
     check.add_argument(

@@ -90,7 +90,7 @@ class Timer:
         return f"timer({self.name or getattr(self.function, '__name__', 'fn')}@{self.expires})"
 
 
-@define(eq=False, slots=True, init=False)
+@define(eq=False, slots=True, init=False, repr=False)
 class Kernel:
     """A simulated Linux machine running one spec version.
 
@@ -199,6 +199,19 @@ class Kernel:
 
     def trace_name(self) -> str:
         return f"kernel({self.spec.name})"
+
+    def __repr__(self) -> str:
+        procs, bufs = len(self.processes), len(self.dma_bufs)
+        return (
+            f"<Kernel spec={self.spec.name!r}: {procs} process{'es' if procs != 1 else ''},"
+            f" {bufs} dma-buf{'s' if bufs != 1 else ''}>"
+        )
+
+    def _repr_svg_(self) -> str:
+        """The state picture: a kernel at the end of a notebook cell draws itself."""
+        from .picture import snapshot_graph, to_svg_fallback
+
+        return to_svg_fallback(snapshot_graph(self))
 
     # -- ids ------------------------------------------------------------------------
     def next_ino(self) -> int:

@@ -15,24 +15,34 @@ Memory is touched with :meth:`Process.read_memory` / :meth:`Process.write_memory
 which go through the page tables, the fault path and the CPU cache; a bad
 access raises :class:`~dmabuf_sim.errors.SIGSEGV` or
 :class:`~dmabuf_sim.errors.SIGBUS`.
+
+While the kernel's tracer is on, every call here is also recorded the way
+strace sees it (a ``syscall`` or ``access`` record ahead of the kernel's own
+events, see :mod:`dmabuf_sim.strace`), and instruments hear of it through
+``on_user_call_entry(record)`` / ``on_user_call_exit(record)``.  With tracing
+off a call pays one test of a module-level set.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
+import inspect
 import os
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, overload
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from attrs import define, field
 
+from . import strace
 from . import syscalls as sc
-from .errors import ERESTART_RESTARTBLOCK, ERESTARTSYS, os_error
+from .errors import ERESTART_RESTARTBLOCK, ERESTARTSYS, KernelOops, Signal, errname, os_error
 from .fs import File, fput
 from .mm.memory import user_access
 from .mm.mmap import MmStruct
 from .mm.page_alloc import PAGE_SHIFT
 from .mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_WRITE
+from .trace import _ENABLED_TRACERS
 
 if TYPE_CHECKING:
     from .fs_stat import KStatfs
@@ -101,6 +111,68 @@ def _check(ret: int) -> int:
     return ret
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _record_call(
+    proc: Process, kind: str, name: str, args: tuple[Any, ...], call: Callable[[], Any]
+) -> Any:
+    """Run ``call`` with a strace record around it (the tracer is on)."""
+    kernel = proc.kernel
+    record = kernel.tracer.user_call(kind, name)
+    record.pid, record.comm = proc.pid, proc.comm  # the caller, before it enters the kernel
+    kernel.emit("user_call_entry", record)
+    result: Any = None
+    try:
+        result = call()
+    except OSError as exc:
+        record.ret = -(exc.errno or 0)
+        record.note = errname(record.ret)
+        raise
+    except Signal as sig:
+        record.note = strace.signal_note(sig)
+        raise
+    except KernelOops as oops:
+        record.note = f"oops in {oops.func}"
+        raise
+    except BaseException as exc:
+        record.note = f"raised {type(exc).__name__}"
+        raise
+    else:
+        record.ret = strace.format_result(name, result)
+        if record.ret is None and kind == "syscall" and name != "exit_group":
+            record.ret = 0  # the C call returns 0 where the Python method returns None
+        if name == "poll" and result:
+            if isinstance(result, list):
+                record.note = ", ".join(strace.poll_revents(fd, rev) for fd, rev in result)
+            else:
+                record.note = strace.poll_revents(args[0], result)
+        return result
+    finally:
+        record.args = strace.format_args(name, args, result)
+        kernel.emit("user_call_exit", record)
+
+
+def _syscall(name: str) -> Callable[[F], F]:
+    """A system call of the userspace face: recorded as ``name(args) = ret`` when traced."""
+
+    def deco(method: F) -> F:
+        signature = inspect.signature(method)
+
+        @functools.wraps(method)
+        def wrapper(self: Process, *args: Any, **kwargs: Any) -> Any:
+            if not _ENABLED_TRACERS or not self.kernel.tracer.enabled:
+                return method(self, *args, **kwargs)
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            shown = tuple(bound.arguments.values())[1:]
+            return _record_call(self, "syscall", name, shown, lambda: method(self, *args, **kwargs))
+
+        return cast(F, wrapper)
+
+    return deco
+
+
 @define(eq=False, slots=True)
 class FilesStruct:
     """``struct files_struct``: fd → file, plus the close-on-exec set."""
@@ -131,12 +203,19 @@ class Process:
     def trace_name(self) -> str:
         return f"{self.comm}-{self.pid}"
 
+    def _repr_svg_(self) -> str:
+        """What this process reaches (vmas, files, pages), drawn; Jupyter shows it."""
+        from .picture import snapshot_graph, to_svg_fallback
+
+        return to_svg_fallback(snapshot_graph(self.kernel, processes=[self]))
+
     def _enter(self) -> Any:
         if not self.alive:
             raise ValueError(f"process {self.pid} has exited; spawn or fork a live one")
         return self.kernel.running(self)
 
     # -- files -------------------------------------------------------------------
+    @_syscall("open")
     def open(self, path: str, flags: int = os.O_RDONLY, mode: int = 0o666) -> int:
         """``open(2)``: device nodes (``/dev/...``) and ``/proc/<pid>/fd/N``."""
         if not isinstance(path, str):
@@ -145,16 +224,19 @@ class Process:
         with self._enter():
             return _check(sc.sys_open(self, path, flags, mode))
 
+    @_syscall("close")
     def close(self, fd: int) -> None:
         fd = _int("fd", fd)
         with self._enter():
             _check(sc.sys_close(self, fd))
 
+    @_syscall("dup")
     def dup(self, fd: int) -> int:
         fd = _int("fd", fd)
         with self._enter():
             return _check(sc.sys_dup(self, fd))
 
+    @_syscall("lseek")
     def lseek(self, fd: int, pos: int, how: int) -> int:
         fd = _int("fd", fd)
         pos = _ulong("pos", pos)
@@ -163,6 +245,7 @@ class Process:
         with self._enter():
             return _check(sc.sys_lseek(self, fd, pos, how))
 
+    @_syscall("read")
     def read(self, fd: int, n: int) -> bytes:
         fd = _int("fd", fd)
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
@@ -174,6 +257,7 @@ class Process:
             return b""
         return ret
 
+    @_syscall("write")
     def write(self, fd: int, data: bytes) -> int:
         fd = _int("fd", fd)
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -181,6 +265,7 @@ class Process:
         with self._enter():
             return _check(sc.sys_write(self, fd, bytes(data)))
 
+    @_syscall("ioctl")
     def ioctl(self, fd: int, request: int, arg: Any = 0) -> int:
         """``ioctl(2)``; struct arguments get their output fields written back."""
         fd = _int("fd", fd)
@@ -196,6 +281,7 @@ class Process:
         self, fd: Sequence[tuple[int, int]], events: None = None, timeout_ms: int | None = 0
     ) -> list[tuple[int, int]]: ...
 
+    @_syscall("poll")
     def poll(
         self,
         fd: int | Sequence[tuple[int, int]],
@@ -238,11 +324,13 @@ class Process:
             return entries[0][2]
         return [(e[0], e[2]) for e in entries if e[2]]
 
+    @_syscall("fcntl")
     def fcntl(self, fd: int, cmd: int, arg: int = 0) -> int:
         fd = _int("fd", fd)
         with self._enter():
             return _check(sc.sys_fcntl(self, fd, _int("cmd", cmd), _int("arg", arg)))
 
+    @_syscall("memfd_create")
     def memfd_create(self, name: str, flags: int = 0) -> int:
         from .mm.shmem import MFD_CLOEXEC, memfd_create
 
@@ -258,6 +346,7 @@ class Process:
             sc.fd_install(self, fd, file)
             return fd
 
+    @_syscall("ftruncate")
     def ftruncate(self, fd: int, length: int) -> None:
         import errno
 
@@ -279,6 +368,7 @@ class Process:
             _check(shmem_truncate(file, length))
 
     # -- memory mappings -------------------------------------------------------------
+    @_syscall("mmap")
     def mmap(
         self, addr: int, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0
     ) -> int:
@@ -294,16 +384,19 @@ class Process:
         with self._enter():
             return _check(sc.sys_mmap(self, *args))
 
+    @_syscall("munmap")
     def munmap(self, addr: int, length: int) -> None:
         a, n = _ulong("addr", addr), _ulong("length", length)
         with self._enter():
             _check(sc.sys_munmap(self, a, n))
 
+    @_syscall("mprotect")
     def mprotect(self, addr: int, length: int, prot: int) -> None:
         a, n, p = _ulong("addr", addr), _ulong("length", length), _ulong("prot", prot)
         with self._enter():
             _check(sc.sys_mprotect(self, a, n, p))
 
+    @_syscall("mremap")
     def mremap(
         self,
         old_address: int,
@@ -327,6 +420,13 @@ class Process:
         addr = _ulong("addr", addr)
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"n must be a non-negative int, not {n!r}")
+        if _ENABLED_TRACERS and self.kernel.tracer.enabled:
+            return cast(
+                bytes,
+                _record_call(
+                    self, "access", "read_memory", (addr, n), lambda: self._access(addr, n, None)
+                ),
+            )
         with self._enter():
             return user_access(self.mm, addr, n, write=False)
 
@@ -335,15 +435,31 @@ class Process:
         addr = _ulong("addr", addr)
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
+        if _ENABLED_TRACERS and self.kernel.tracer.enabled:
+            store = bytes(data)
+            _record_call(
+                self,
+                "access",
+                "write_memory",
+                (addr, store),
+                lambda: self._access(addr, len(store), store),
+            )
+            return
         with self._enter():
             user_access(self.mm, addr, len(data), write=True, data=bytes(data))
 
+    def _access(self, addr: int, n: int, data: bytes | None) -> bytes:
+        with self._enter():
+            return user_access(self.mm, addr, n, write=data is not None, data=data)
+
     # -- processes -------------------------------------------------------------------
+    @_syscall("fork")
     def fork(self) -> Process:
         """``fork(2)``: the child shares open files and copies the address space."""
         with self._enter():
             return sc.sys_fork(self)
 
+    @_syscall("exit_group")
     def exit(self) -> None:
         """Exit: close every fd and tear down the address space."""
         with self._enter():

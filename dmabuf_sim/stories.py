@@ -5,6 +5,11 @@ observations as ``name -> text``; ``dmabuf-sim diff-specs STORY A B`` runs
 it under two specs and shows only the observations that differ — the 3.5
 refcount bug, SIGBUS versus silent anonymous memory, the inode change,
 ioctls that did not exist yet, the RFC's uninitialised read.
+
+Each observation carries a :class:`Judgement`: the outcome the rules call
+right (so a difference names the side with the bug) or, where kernels differ
+by design, why neither side is wrong.  :func:`verdict` turns a diff into
+those lines.
 """
 
 from __future__ import annotations
@@ -15,16 +20,29 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 
 from .errors import KernelOops, Signal
 from .kernel import Kernel
-from .spec import Spec
+from .spec import DEFAULT_SPEC, Spec, get_spec
 
-__all__ = ["STORIES", "Story", "diff_story", "run_story"]
+__all__ = ["STORIES", "Judgement", "Story", "diff_story", "run_story", "verdict"]
 
 PAGE = 4096
 RW = mmap.PROT_READ | mmap.PROT_WRITE
+
+
+@frozen
+class Judgement:
+    """What an observation should be, by the rules.
+
+    ``right`` is the outcome the rules call correct (a side that differs from
+    it has the bug); ``None`` means kernels differ here by design (a feature
+    arrived, an earlier check answers first) and neither side is wrong.
+    """
+
+    why: str
+    right: str | None = None
 
 
 @frozen
@@ -33,6 +51,8 @@ class Story:
     summary: str
     rules: tuple[str, ...]
     run: Callable[[Kernel], dict[str, str]]
+    judge: dict[str, Judgement] = field(factory=dict)
+    """Observation name -> how to judge a difference in it."""
 
 
 def _outcome(fn: Callable[[], Any]) -> str:
@@ -221,50 +241,191 @@ STORIES: dict[str, Story] = {
             "mmap of a 2-page dma-buf at the edges",
             ("R1", "R6", "R10"),
             story_mmap_bounds,
+            {
+                "mmap 2 pages at 0": Judgement("R1: a mapping inside the buffer works", "ok"),
+                "mmap 3 pages at 0": Judgement("R1: a mapping past the end fails", "EINVAL"),
+                "mmap 1 page at page 2": Judgement("R1: a mapping past the end fails", "EINVAL"),
+                "mmap 1 page at offset -4096": Judgement(
+                    "both refuse the huge offset: since 4.19 file_mmap_ok answers EOVERFLOW"
+                    " before the dma-buf is asked; before, dma_buf_mmap_internal said EINVAL (R6)"
+                ),
+            },
         ),
         Story(
             "file-ops",
             "lseek, the sync ioctl, set-name, poll, /proc maps",
             ("R41", "R42", "R47", "R48", "R50", "R62"),
             story_file_ops,
+            {
+                "lseek(0, SEEK_END)": Judgement(
+                    "dma-buf lseek arrived in 3.12 (R41); before, lseek fails ESPIPE (R42)"
+                ),
+                "DMA_BUF_IOCTL_SYNC START|RW": Judgement(
+                    "DMA_BUF_IOCTL_SYNC arrived in 4.6 (R43); before, a dma-buf knows no ioctl"
+                    " and answers ENOTTY (R47)"
+                ),
+                "DMA_BUF_SET_NAME 'frame'": Judgement("DMA_BUF_SET_NAME arrived in 5.3 (R48)"),
+                "poll(POLLIN|POLLOUT)": Judgement("dma-buf poll arrived in 3.17 (R50)"),
+                "/proc/self/maps name": Judgement(
+                    "since 5.3 each dma-buf has its own inode and shows its name in /proc maps"
+                    " (R48); before, every one was anon_inode:dmabuf"
+                ),
+            },
         ),
         Story(
             "no-fault-handler",
             "a mapping with no PTEs and no fault handler",
             ("R30", "R31"),
             story_no_fault_handler,
+            {
+                "mmap": Judgement("R1: mapping the whole buffer works", "ok"),
+                "read first byte": Judgement(
+                    "R31: with no PTE and no fault handler, kernels before the fix silently gave"
+                    " the shared mapping anonymous memory (reads zero, writes never reach the"
+                    " buffer); R30: now it is SIGBUS",
+                    "SIGBUS (si_code=2)",
+                ),
+                "write 'x'": Judgement(
+                    "R31: the write landed in anonymous memory the buffer never sees; R30: now"
+                    " it is SIGBUS",
+                    "SIGBUS (si_code=2)",
+                ),
+                "buffer byte 0 afterwards": Judgement("nothing reached the buffer", "00"),
+            },
         ),
         Story(
             "shared-inode",
             "shoot-down through the dma-buf file zaps other buffers",
             ("R26", "R27", "R56"),
             story_shared_inode,
+            {
+                "all dma-bufs share one inode": Judgement(
+                    "per-buffer inodes arrived in 5.3 (R25-R27)"
+                ),
+                "B's PTEs before A's shootdown": Judgement("B's page is mapped", "1"),
+                "B's PTEs after A's shootdown": Judgement(
+                    "R56: the exporter shoots down through the dma-buf file; where all dma-bufs"
+                    " share the anon inode (before 5.3, R26) that zaps buffer B as well;"
+                    " per-buffer inodes keep it to A (R27)",
+                    "1",
+                ),
+            },
         ),
         Story(
             "importer-mmap-failure",
             "dma_buf_mmap when the exporter's mmap fails",
             ("R22", "R23", "R24"),
             story_importer_mmap_failure,
+            {
+                "mmap through the importer": Judgement(
+                    "the exporter's error reaches userspace", "ENOMEM"
+                ),
+                "importer file refs (before -> after)": Judgement(
+                    "R23: 3.5-3.8 put the importer's file once too often when the exporter's"
+                    " mmap failed inside dma_buf_mmap (fixed in 3.9); R24: references balance",
+                    "1 -> 1",
+                ),
+                "dma-buf file refs (before -> after)": Judgement(
+                    "R23: the same error path leaked a reference to the dma-buf file (fixed in"
+                    " 3.9); R24: references balance",
+                    "1 -> 1",
+                ),
+            },
         ),
         Story(
             "rfc-uninitialised-read",
             "the RFC as posted reads an uninitialised pointer",
             ("R61",),
             story_rfc_uninitialised_read,
+            {
+                "mmap 1 page": Judgement(
+                    "R61: the RFC as posted checks dmabuf->size before it has the dma-buf;"
+                    " the merged patch (3.5) fixed it",
+                    "ok",
+                ),
+                "kernel tainted": Judgement("an oops taints the kernel (R61)", "False"),
+            },
         ),
     )
 }
 
 
-def run_story(name: str, spec: str | Spec) -> dict[str, str]:
+def run_story(name: str, spec: str | Spec = DEFAULT_SPEC) -> dict[str, str]:
     if name not in STORIES:
         raise ValueError(f"unknown story {name!r}; choose one of {', '.join(STORIES)}")
     return STORIES[name].run(Kernel(spec))
 
 
-def diff_story(name: str, spec_a: str | Spec, spec_b: str | Spec) -> list[tuple[str, str, str]]:
+def diff_story(
+    name: str, spec_a: str | Spec, spec_b: str | Spec = DEFAULT_SPEC
+) -> list[tuple[str, str, str]]:
     """``(observation, outcome under A, outcome under B)`` for every observation that differs."""
     a = run_story(name, spec_a)
     b = run_story(name, spec_b)
     keys = list(dict.fromkeys([*a, *b]))
     return [(k, a.get(k, "-"), b.get(k, "-")) for k in keys if a.get(k) != b.get(k)]
+
+
+_ABSENT = ("-", "not possible on this spec")
+
+
+def _judge_row(
+    story: Story, key: str, spec_a: Spec, a: str, spec_b: Spec, b: str
+) -> tuple[str, set[str]]:
+    """One verdict line for a differing observation, and the specs it finds buggy."""
+    for spec, value, other in ((spec_a, a, b), (spec_b, b, a)):
+        if value.startswith("oops"):
+            detail = value.removeprefix("oops").strip(" ()")
+            return (
+                f"{key}: {spec.name} is the bug: it oopses ({detail}), undefined behaviour"
+                f" where the other kernel answers {other!r}",
+                {spec.name},
+            )
+    for spec, value in ((spec_a, a), (spec_b, b)):
+        if value in _ABSENT:
+            return f"{key}: not comparable: {spec.name} cannot get this far", set()
+        if value == "ENODEV" and not spec.has_mmap_fop:
+            return (
+                f"{key}: neither is a bug: {spec.name} has no dma-buf mmap at all (R10:"
+                " ENODEV); it arrived in 3.5",
+                set(),
+            )
+    judgement = story.judge.get(key)
+    if judgement is None:
+        return f"{key}: no judgement recorded for this observation", set()
+    if judgement.right is None:
+        return f"{key}: neither is a bug: {judgement.why}", set()
+    wrong = {spec.name for spec, value in ((spec_a, a), (spec_b, b)) if value != judgement.right}
+    if len(wrong) == 2:
+        return f"{key}: both differ from {judgement.right!r}: {judgement.why}", wrong
+    return f"{key}: {''.join(wrong)} is the bug: {judgement.why}", wrong
+
+
+def verdict(
+    name: str, spec_a: str | Spec, spec_b: str | Spec, rows: list[tuple[str, str, str]]
+) -> tuple[str, list[str]]:
+    """``(summary, one line per row)`` saying which side of a :func:`diff_story` is the bug."""
+    story = STORIES[name]
+    a, b = get_spec(spec_a), get_spec(spec_b)
+    lines: list[str] = []
+    buggy: dict[str, int] = {}
+    for key, va, vb in rows:
+        line, wrong = _judge_row(story, key, a, va, b, vb)
+        lines.append(line)
+        for spec in wrong:
+            buggy[spec] = buggy.get(spec, 0) + 1
+    if not buggy:
+        return "neither side is buggy: the kernels differ in features, not in bugs", lines
+    if len(buggy) == 2:
+        return (
+            f"both have bugs here ({a.name} in {buggy[a.name]}, {b.name} in {buggy[b.name]})",
+            lines,
+        )
+    ((spec, count),) = buggy.items()
+    rest = len(rows) - count
+    tail = ""
+    if rest == 1:
+        tail = "; the other difference is a feature"
+    elif rest:
+        tail = f"; the other {rest} differences are features"
+    return f"{spec} has the bug ({count} of {len(rows)} differences){tail}", lines

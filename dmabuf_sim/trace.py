@@ -16,6 +16,18 @@ Events are rendered three ways:
 * :func:`format_jsonl` — one JSON object per event for machines;
 * the ``events`` list itself, for tests.
 
+Besides the kernel's own ``entry``/``exit``/``event`` records, the userspace
+face adds one ``syscall`` record per system call (and one ``access`` record
+per load or store) while the tracer is on, printed as ``strace`` would print
+the call (see :mod:`dmabuf_sim.strace`)::
+
+    [app-1] mmap(NULL, 8192, PROT_READ|PROT_WRITE, MAP_SHARED, 1, 0) = 0x7effffffe000
+     0) app-1         |  __x64_sys_mmap() {
+
+:func:`hide_plumbing` and :func:`hide_harness` filter a trace for reading:
+reference counting and fd bookkeeping, and the calls a test harness makes
+for its own bookkeeping (the conformance kit's probe device).
+
 The clock is virtual (one tick per event), so traces are byte-stable.
 
 Simplified: there is one CPU (``0)``); interrupts and preemption do not exist.
@@ -25,7 +37,8 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
@@ -37,13 +50,21 @@ if TYPE_CHECKING:
     from .kernel import Kernel
 
 __all__ = [
+    "FLATTEN",
+    "HARNESS_DEVICES",
     "KERNEL_FUNCTIONS",
+    "NOTRACE",
+    "USER_KINDS",
     "KernelFunctionInfo",
     "TraceEvent",
     "Tracer",
     "format_function_graph",
     "format_jsonl",
+    "hide_harness",
+    "hide_plumbing",
     "kernel_function",
+    "strace_line",
+    "vm_fault_name",
 ]
 
 P = ParamSpec("P")
@@ -58,6 +79,8 @@ class KernelFunctionInfo:
     file: str
     qualname: str
     doc: str
+    returns: str = ""
+    """The C return type where the trace shows it symbolically: ``vm_fault_t``."""
 
 
 KERNEL_FUNCTIONS: dict[str, KernelFunctionInfo] = {}
@@ -68,8 +91,11 @@ KERNEL_FUNCTIONS: dict[str, KernelFunctionInfo] = {}
 class TraceEvent:
     """One trace record.
 
-    ``kind`` is ``entry``/``exit`` for function boundaries and ``event`` for
-    point events (a PTE shot down, a signal delivered, an oops...).
+    ``kind`` is ``entry``/``exit`` for function boundaries, ``event`` for
+    point events (a PTE shot down, a signal delivered, an oops...), and
+    ``syscall``/``access`` for a userspace call (``func`` is the call's name,
+    ``args`` its strace-style arguments, ``ret`` what it returned: ``-errno``
+    on failure; ``note`` names the errno or the signal it ended in).
     """
 
     seq: int
@@ -95,10 +121,11 @@ class TraceEvent:
         }
         if self.args:
             d["args"] = self.args
-        if self.kind == "exit":
+        if self.kind in ("exit", "syscall", "access"):
             d["ret"] = self.ret if isinstance(self.ret, (int, str, type(None))) else repr(self.ret)
-        if self.note:
-            d["note"] = self.note
+        note = self.note or (_vm_fault_note(self) if self.kind == "exit" else "")
+        if note:
+            d["note"] = note
         return d
 
 
@@ -133,6 +160,9 @@ def _format_ret(ret: Any) -> tuple[Any, str]:
         return None, ""
     return _short(ret), ""
 
+
+USER_KINDS = frozenset({"syscall", "access"})
+"""Record kinds the userspace face adds: a system call, a load or store."""
 
 _ENABLED_TRACERS: set[int] = set()
 """``id()`` of every :class:`Tracer` that is enabled right now, in any kernel.
@@ -201,6 +231,17 @@ class Tracer:
         notes = " ".join(n for n in (errno_note, note) if n)
         self._record("exit", func, ret=value, note=notes)
 
+    def user_call(self, kind: str, name: str) -> TraceEvent:
+        """Record a userspace call (``syscall`` or ``access``) as it enters the kernel.
+
+        The record goes before the kernel's events for the call; the caller fills in
+        ``args``, ``ret`` and ``note`` once the call returns (strace, too, prints a
+        call when it has returned).  Only the userspace face calls this, and only
+        while the tracer is enabled.
+        """
+        self._record(kind, name)
+        return self.events[-1]
+
     def event(self, func: str, note: str = "", args: str = "") -> None:
         """A point event (shown as a comment line in function_graph output)."""
         if self.enabled:
@@ -237,7 +278,7 @@ def kernel_function(
         cname = name or fn.__name__
         skip = 1 if _is_method(fn) else 0  # don't print `self`
         KERNEL_FUNCTIONS[cname] = KernelFunctionInfo(
-            cname, file, fn.__qualname__, (fn.__doc__ or "").strip()
+            cname, file, fn.__qualname__, (fn.__doc__ or "").strip(), _returns(cname, fn, skip)
         )
 
         @functools.wraps(fn)
@@ -277,8 +318,127 @@ def _is_method(fn: Callable[..., Any]) -> bool:
     return "." in fn.__qualname__ and "<locals>" not in fn.__qualname__
 
 
+def _returns(cname: str, fn: Callable[..., Any], skip: int) -> str:
+    """``vm_fault_t`` for fault handlers and the ``vmf_*`` helpers, by the kernel's own
+    conventions: a handler takes ``struct vm_fault *vmf`` first; ``vmf_`` names the
+    helpers that return a ``vm_fault_t`` (since 4.17)."""
+    code = getattr(fn, "__code__", None)
+    params = code.co_varnames[skip : code.co_argcount] if code is not None else ()
+    if cname.startswith("vmf_") or cname == "handle_mm_fault" or params[:1] == ("vmf",):
+        return "vm_fault_t"
+    return ""
+
+
+def vm_fault_name(value: int) -> str:
+    """A ``vm_fault_t`` as the kernel's names: ``0x100`` → ``VM_FAULT_NOPAGE``."""
+    from .mm import vma  # mm.vma declares kernel functions: importing it here would cycle
+
+    if value == 0:
+        return "0"
+    names = [
+        name
+        for name, bit in vars(vma).items()
+        if name.startswith("VM_FAULT_") and name != "VM_FAULT_ERROR" and value & bit
+    ]
+    rest = value
+    for name in names:
+        rest &= ~getattr(vma, name)
+    return "|".join(names + ([hex(rest)] if rest else []))
+
+
+def _vm_fault_note(ev: TraceEvent) -> str:
+    info = KERNEL_FUNCTIONS.get(ev.func)
+    ret = ev.ret
+    if info is None or info.returns != "vm_fault_t" or not isinstance(ret, int) or ret <= 0:
+        return ""
+    return vm_fault_name(ret)
+
+
+# -- reading aids: what a human usually does not want to see --------------------------
+NOTRACE = frozenset(
+    {
+        "get_file",
+        "fput",
+        "__fput",
+        "fget",
+        "fd_install",
+        "get_unused_fd_flags",
+        "alloc_pages",
+        "__free_pages",
+        "cma_alloc",
+        "cma_release",
+        "shmem_get_folio",
+        "copy_page_range",
+    }
+)
+"""Hidden with everything they call (reference counting, fd and page bookkeeping), like
+ftrace's ``set_graph_notrace``."""
+FLATTEN = frozenset({"ksys_mmap_pgoff", "vm_mmap_pgoff", "call_mmap", "vfs_ioctl"})
+"""Hidden themselves; what they call is shown one level up."""
+HARNESS_DEVICES = ("kit-probe",)
+"""Devices a test harness attaches for its own bookkeeping (the conformance kit learns a
+buffer's pages through one); calls naming them are the harness's, not the story's."""
+
+
+def _reindent(ev: TraceEvent, depth: int) -> TraceEvent:
+    if depth == ev.depth:
+        return ev
+    return TraceEvent(
+        ev.seq, ev.ts, ev.pid, ev.comm, depth, ev.kind, ev.func, ev.args, ev.ret, ev.note
+    )
+
+
+def _drop_subtrees(
+    events: Iterable[TraceEvent], drop: Callable[[TraceEvent], bool]
+) -> list[TraceEvent]:
+    """Leave out every call ``drop`` picks, with what it calls and its exit."""
+    out: list[TraceEvent] = []
+    skip_depth: int | None = None
+    for ev in events:
+        if skip_depth is not None:
+            if ev.kind == "exit" and ev.depth == skip_depth:
+                skip_depth = None
+                continue
+            if ev.kind in USER_KINDS or (ev.kind == "entry" and ev.depth <= skip_depth):
+                skip_depth = None  # the capture ended inside the dropped call
+            else:
+                continue
+        if ev.kind == "entry" and drop(ev):
+            skip_depth = ev.depth
+            continue
+        out.append(ev)
+    return out
+
+
+def hide_harness(events: Iterable[TraceEvent]) -> list[TraceEvent]:
+    """The trace without the calls a harness makes on its own devices (:data:`HARNESS_DEVICES`)."""
+    marks = tuple(f"({name})" for name in HARNESS_DEVICES)
+    return _drop_subtrees(events, lambda ev: any(m in ev.args for m in marks))
+
+
+def hide_plumbing(events: Iterable[TraceEvent]) -> list[TraceEvent]:
+    """Drop :data:`NOTRACE` subtrees and :data:`FLATTEN` frames, re-indenting what remains."""
+    out: list[TraceEvent] = []
+    flattened: list[int] = []  # depths of the FLATTEN frames we are inside
+    for ev in _drop_subtrees(events, lambda ev: ev.func in NOTRACE):
+        if ev.func in FLATTEN and ev.kind in ("entry", "exit"):
+            if ev.kind == "entry":
+                flattened.append(ev.depth)
+            elif flattened and flattened[-1] == ev.depth:
+                flattened.pop()
+            continue
+        while flattened and ev.depth <= flattened[-1] and ev.kind != "exit":
+            flattened.pop()  # the capture ended inside a flattened frame
+        out.append(_reindent(ev, max(0, ev.depth - len(flattened))))
+    return out
+
+
 def format_function_graph(events: list[TraceEvent], *, show_task: bool = True) -> str:
-    """Render events like ``trace`` with ``function_graph`` and ``funcgraph-retval``."""
+    """Render events like ``trace`` with ``function_graph`` and ``funcgraph-retval``.
+
+    Userspace calls (``syscall``/``access`` records) head the kernel lines they
+    caused, as strace prints them: ``[app-1] mmap(NULL, 8192, ...) = 0x7f...``.
+    """
     lines: list[str] = []
     i = 0
     n = len(events)
@@ -286,7 +446,10 @@ def format_function_graph(events: list[TraceEvent], *, show_task: bool = True) -
         ev = events[i]
         task = f" {ev.comm}-{ev.pid}".ljust(14) if show_task else ""
         prefix = f" 0){task} |  " + "  " * ev.depth
-        if ev.kind == "entry":
+        if ev.kind in USER_KINDS:
+            who = f"[{ev.comm}-{ev.pid}] " if show_task else ""
+            lines.append(who + strace_line(ev))
+        elif ev.kind == "entry":
             nxt = events[i + 1] if i + 1 < n else None
             if nxt is not None and nxt.kind == "exit" and nxt.func == ev.func:
                 lines.append(f"{prefix}{ev.func}(); {_retval_comment(nxt, leaf=True)}".rstrip())
@@ -307,11 +470,43 @@ def _retval_comment(ev: TraceEvent, *, leaf: bool) -> str:
     ret = ev.ret
     if ret is None and not ev.note:
         return "" if leaf else f"/* {ev.func} */"
-    val = hex(ret) if isinstance(ret, int) and ret >= 4096 else str(ret)
-    note = f" {ev.note}" if ev.note else ""
+    val = _vm_fault_note(ev) or (hex(ret) if isinstance(ret, int) and ret >= 4096 else str(ret))
+    if ret is None:  # a void function that raised: only the note says what happened
+        val, note = ev.note, ""
+    else:
+        note = f" {ev.note}" if ev.note else ""
     if leaf:
         return f"/* = {val}{note} */"
     return f"/* {ev.func} = {val}{note} */"
+
+
+_ADDR_RESULT = frozenset({"mmap", "mremap"})
+"""Userspace calls whose result strace prints as an address."""
+
+
+def strace_line(ev: TraceEvent) -> str:
+    """A ``syscall``/``access`` record as strace prints it: ``name(args) = result``.
+
+    Failures read ``= -1 EINVAL (Invalid argument)``; a call that ended in a
+    signal or an oops reads ``= ? SIGBUS {si_code=BUS_ADRERR, ...}``; a store
+    has no result.
+    """
+    note, ret = ev.note, ev.ret
+    if note.startswith(("SIG", "oops", "raised")):
+        result = f"? {note}"
+    elif isinstance(ret, int) and not isinstance(ret, bool):
+        if ret < 0:
+            result = f"-1 {errname(ret)} ({os.strerror(-ret)})"
+        else:
+            result = hex(ret) if ev.func in _ADDR_RESULT else str(ret)
+            result += f" ({note})" if note else ""
+    elif ret is None:
+        if ev.kind == "access":
+            return f"{ev.func}({ev.args})"
+        result = "?"
+    else:
+        result = str(ret)
+    return f"{ev.func}({ev.args}) = {result}"
 
 
 def format_jsonl(events: list[TraceEvent]) -> str:

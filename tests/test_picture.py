@@ -512,7 +512,8 @@ def test_long_traces_are_capped_and_stay_balanced() -> None:
 
 
 def test_trace_captured_mid_call_is_tolerated(heap: HeapState) -> None:
-    late = sequence_from_trace(heap.mmap_events[3:])  # starts inside fget: its exit is dropped
+    assert heap.mmap_events[0].kind == "syscall"  # the strace record heads the trace
+    late = sequence_from_trace(heap.mmap_events[4:])  # starts inside fget: its exit is dropped
     assert "fget" not in _returns(late)
     early = sequence_from_trace(heap.mmap_events[:-2])  # ends before the syscall returns
     ended = _returns(early)
@@ -536,6 +537,85 @@ def test_sequence_svg_is_valid_and_labelled(heap: HeapState) -> None:
         f"__x64_sys_mmap = {heap.addr:#x}",
     ):
         assert needle in text
+
+
+def test_compact_sequence_draws_leaf_calls_in_one_row(heap: HeapState) -> None:
+    full = sequence_from_trace(heap.mmap_events)
+    compact = sequence_from_trace(heap.mmap_events, merge_leaves=True)
+    leaves = [s for s in compact.steps if isinstance(s, Call) and s.returned is not None]
+    assert [s.text.split("(")[0] for s in leaves].count("remap_pfn_range") == 4
+    assert all(s.text.endswith(") = 0") for s in leaves if s.func == "remap_pfn_range")
+    calls = sum(isinstance(s, Call) for s in compact.steps)
+    returns = sum(isinstance(s, Return) for s in compact.steps)
+    assert calls == returns + len(leaves) and len(compact.steps) < len(full.steps)
+    assert "->>system_heap" not in sequence_to_mermaid(compact)  # Mermaid still parses ids
+    assert "remap_pfn_range(" in svg_text(sequence_to_svg(compact))
+
+
+def test_fault_handlers_return_vm_fault_names_in_sequences() -> None:
+    k = Kernel("v6.12")
+    p = k.spawn("faulter")
+    fd = EXPORTERS["cma_heap"].make_fd(p, PAGE, os.O_RDWR | os.O_CLOEXEC)
+    a = p.mmap(0, PAGE, RW, mmap.MAP_SHARED, fd, 0)
+    with k.trace() as events:
+        p.read_memory(a, 1)
+    returns = _returns(sequence_from_trace(events))
+    assert returns["cma_heap_vm_fault"].value == "VM_FAULT_NOPAGE"
+    note = sequence_from_trace(events).steps[0]
+    assert isinstance(note, Note) and note.text.startswith(f"read_memory({a:#x}, 1) = ")
+
+
+# -- dma-bufs own their pages; the legend explains the codes --------------------------------
+def test_dma_buf_links_to_the_pages_backing_it(heap: HeapState) -> None:
+    g = snapshot_graph(heap.k)
+    links = [(e.dst, e.label) for e in g.edges if e.kind == "dmabuf_page"]
+    assert links == [(f"pfn{pfn:#x}", f"page {i}") for i, pfn in enumerate(heap.pfns)]
+    heap.p.munmap(heap.addr, 4 * PAGE)  # no PTE left; the dirty lines keep page 0 drawn
+    g = snapshot_graph(heap.k)
+    dirty = f"pfn{heap.pfns[0]:#x}"
+    assert dirty in g.ids() and not g.successors("p1_vma0")
+    assert [e.label for e in g.edges if e.dst == dirty] == ["page 0"]  # not floating alone
+
+
+@pytest.mark.parametrize("exporter", ["cma_heap", "udmabuf", "vgem", "shootdown", "simple"])
+def test_every_reference_exporter_links_its_pages(exporter: str) -> None:
+    k = Kernel("v6.12")
+    p = k.spawn("linker")
+    fd = EXPORTERS[exporter].make_fd(p, 2 * PAGE, os.O_RDWR | os.O_CLOEXEC)
+    a = p.mmap(0, 2 * PAGE, RW, mmap.MAP_SHARED, fd, 0)
+    p.write_memory(a + PAGE, b"!")
+    g = snapshot_graph(k)
+    (pte,) = [e.dst for e in g.edges if e.kind == "pte" and e.label.startswith("pte +0x1000")]
+    assert tuple(e.label for e in g.edges if e.kind == "dmabuf_page" and e.dst == pte) == (
+        "page 1",
+    )
+
+
+def test_legend_explains_the_vmflags_codes_shown(heap: HeapState, no_dot: None) -> None:
+    text = svg_text(to_svg(snapshot_graph(heap.k)))
+    assert "flags: rd wr sh mr mw me ms pf io de dd" in text
+    legend = " ".join(line for line in text.splitlines() if "VmFlags" in line or "grow" in line)
+    for code, meaning in (
+        ("pf", "PFN map (no struct page)"),
+        ("de", "cannot grow (mremap)"),
+        ("dd", "not in core dumps"),
+        ("io", "I/O memory"),
+    ):
+        assert f"{code} {meaning}" in legend.replace("\n", " ")
+
+
+def test_changes_are_outlined(heap: HeapState) -> None:
+    g = snapshot_graph(heap.k)
+    edge = next((e.src, e.dst, e.label) for e in g.edges if e.kind == "pte")
+    svg = to_svg_fallback(g, changed=frozenset({"p1_vma0"}), new_edges=frozenset({edge}))
+    root = ET.fromstring(svg.split("\n", 1)[1])
+    marked = [
+        el.get("id") for el in root.iter(SVG_NS + "g") if "changed" in (el.get("class") or "")
+    ]
+    assert marked == ["p1_vma0"]
+    assert len([el for el in root.iter(SVG_NS + "polyline") if el.get("class") == "new-edge"]) == 1
+    assert "new or changed in this step" in svg_text(svg)
+    assert "new or changed" not in svg_text(to_svg_fallback(g))
 
 
 # -- files --------------------------------------------------------------------------------------

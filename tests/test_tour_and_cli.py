@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
+from dmabuf_sim import __version__
 from dmabuf_sim.cli import main
-from dmabuf_sim.stories import STORIES, diff_story, run_story
+from dmabuf_sim.spec import DEFAULT_SPEC, SPECS
+from dmabuf_sim.stories import STORIES, diff_story, run_story, verdict
 from dmabuf_sim.tour import run_tour, tour_steps
 
 
@@ -68,15 +71,16 @@ def test_tour_outcomes(tour_text: str) -> None:
     assert "the device read b'written by the CPU'" in step4
     assert "reads b'DSP was here'" in step4
     step5 = tour_text.split("== Step 5")[1].split("== Step 6", maxsplit=1)[0]
-    assert "[v3.5] buffers share one inode: True; B's PTEs 1 -> 0" in step5
     assert "[v6.12] buffers share one inode: False; B's PTEs 1 -> 1" in step5
+    assert "[v3.5, for contrast] buffers share one inode: True; B's PTEs 1 -> 0" in step5
     step6 = tour_text.split("== Step 6")[1].split("== Step 7", maxsplit=1)[0]
     assert "[simple] the touch took 0 ms of device time; waits inside the fault: 0" in step6
     assert (
         "[waits_in_fault] the touch took 16 ms of device time; waits inside the fault: 1" in step6
     )
     step7 = tour_text.split("== Step 7")[1].split("== Step 8", maxsplit=1)[0]
-    assert "[v3.5] DMA_BUF_IOCTL_SYNC: Inappropriate ioctl for device" in step7
+    assert "[v6.12] DMA_BUF_IOCTL_SYNC: ok" in step7
+    assert "[v3.5, for contrast] DMA_BUF_IOCTL_SYNC: Inappropriate ioctl for device" in step7
     assert "stale read at pa" in step7 and "after SYNC_START it reads b'new frame'" in step7
     step8 = tour_text.split("== Step 8")[1]
     assert "SIGSEGV (si_code=1)" in step8 and "2 PTEs (PFNMAP PTEs are copied, R40)" in step8
@@ -86,7 +90,7 @@ def test_tour_step_option_and_bad_step() -> None:
     out = io.StringIO()
     run_tour(spec="v6.12", out=out, only=5, trace=False)
     assert "== Step 5" in out.getvalue() and "== Step 4" not in out.getvalue()
-    with pytest.raises(ValueError, match="between 1 and"):
+    with pytest.raises(ValueError, match="there is no step 99: the tour has steps 1 to 8"):
         run_tour(spec="v6.12", out=io.StringIO(), only=99)
 
 
@@ -160,16 +164,30 @@ def test_cli_scenarios_list_and_run(capsys: pytest.CaptureFixture[str], tmp_path
     assert "anon_inode:dmabuf" in text and "shared by 2 files" in text
 
 
-def test_cli_scenario_trace_jsonl(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_scenario_trace_jsonl_is_pure_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         main(["scenarios", "run", "round-trip", "--exporter", "system_heap", "--trace", "jsonl"])
         == 0
     )
-    lines = capsys.readouterr().out.splitlines()
-    events = [json.loads(x) for x in lines if x.startswith("{")]
+    out = capsys.readouterr().out
+    records = [json.loads(x) for x in out.splitlines()]  # every line parses: jq works
+    *events, result = records
     funcs = [e["func"] for e in events]
     assert "dma_buf_mmap_internal" in funcs and "system_heap_map_dma_buf" in funcs
-    assert lines[-1] == "status: passed"
+    calls = [e for e in events if e["kind"] == "syscall"]
+    assert (
+        calls[0]["func"] == "open"
+        and calls[0]["args"] == '"/dev/dma_heap/system", O_RDONLY|O_CLOEXEC'
+    )
+    assert not any("kit-probe" in e.get("args", "") for e in events)  # the harness's own calls
+    assert result == {
+        "kind": "result",
+        "name": "round-trip",
+        "spec": "v6.12",
+        "exporter": "system_heap",
+        "status": "passed",
+        "observations": {},
+    }
 
 
 def test_cli_story_run_and_diff(capsys: pytest.CaptureFixture[str]) -> None:
@@ -207,3 +225,255 @@ def test_cli_specs_table_and_functions(capsys: pytest.CaptureFixture[str]) -> No
     assert main(["functions"]) == 0
     funcs = capsys.readouterr().out
     assert "dma_buf_mmap_internal" in funcs and "drivers/dma-buf/dma-buf.c" in funcs
+
+
+# -- one default spec, named in every header -----------------------------------------
+@pytest.mark.parametrize("spec", list(SPECS))
+def test_tour_runs_every_step_under_the_chosen_spec_or_says_why_not(spec: str) -> None:
+    out = io.StringIO()
+    tour = run_tour(spec=spec, out=out, trace=False)
+    text = out.getvalue()
+    assert text.splitlines()[0].startswith(f"dmabuf_sim guided tour — spec {spec}")
+    steps = text.split("== Step ")[1:]
+    assert len(steps) == len(tour_steps())
+    for i, step in enumerate(steps, 1):
+        said = [line.strip() for line in step.splitlines() if line.startswith("   [")]
+        assert said, f"step {i} says nothing under {spec}"
+        assert said[0].startswith(f"[{spec}]"), f"step {i} does not run under {spec}: {said[0]}"
+        cannot = f"[{spec}] this step cannot run: "
+        if any(line.startswith(cannot) for line in said):
+            assert f"Step {i}: " in " ".join(tour.cannot)
+    ran = len(steps) - len(tour.cannot)
+    assert ran == {"rfc-2012": 1, "v3.4": 1, "v3.5": 7}.get(spec, 8)
+
+
+def test_tour_on_an_old_kernel_shows_its_own_behaviour() -> None:
+    out = io.StringIO()
+    run_tour(spec="v3.5", out=out, trace=False)
+    text = out.getvalue()
+    assert (
+        "[v3.5] spec v3.5 has no dma-heaps: this step uses the kernel-side 'simple' exporter"
+        in text
+    )
+    assert (
+        "[v3.5] DMA_BUF_IOCTL_SYNC fails: Inappropriate ioctl for device — it arrived in 4.6"
+        in text
+    )
+    assert "[v3.5] buffers share one inode: True; B's PTEs 1 -> 0" in text  # R26
+    assert "[v6.12, for contrast] buffers share one inode: False" in text
+    assert "[v3.5] this step cannot run: v3.5 has no implicit fences on a dma-buf" in text
+    assert "[v3.5] there is no SYNC ioctl to fix it" in text
+
+
+def test_cli_version_names_the_default_spec(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"dmabuf-sim {__version__} (default spec {DEFAULT_SPEC})\n"
+
+
+def test_cli_headers_name_the_spec(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scenarios", "run", "mmap-bounds"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"== story mmap-bounds, spec {DEFAULT_SPEC} (the default)"
+    assert out[1] == f"mmap-bounds [spec {DEFAULT_SPEC}]: ran"
+    assert main(["scenarios", "run", "fork", "--spec", "latest", "--exporter", "udmabuf"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "== scenario fork, exporter udmabuf, spec latest",
+        "fork [udmabuf, spec latest]: passed",
+    ]
+    assert main(["tour", "--step", "1", "--no-trace"]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"dmabuf_sim guided tour — spec {DEFAULT_SPEC} (the default; choose another with --spec)"
+    )
+
+
+def test_cli_strace_trace_hides_the_harness(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scenarios", "run", "close-while-mapped", "--trace", "strace"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:4] == [
+        '[app-1] open("/dev/dma_heap/system", O_RDONLY|O_CLOEXEC) = 0',
+        "[app-1] ioctl(0, DMA_HEAP_IOCTL_ALLOC, {len=4096, fd=1, fd_flags=O_RDWR|O_CLOEXEC,"
+        " heap_flags=0}) = 0",
+        "[app-1] close(0) = 0",
+    ]
+    assert (
+        "[app-1] close(1) = 0" in out
+        and out[-1] == "close-while-mapped [system_heap, spec v6.12]: passed"
+    )
+    assert main(["scenarios", "run", "round-trip", "--trace", "text"]) == 0
+    assert "kit-probe" not in capsys.readouterr().out
+    assert main(["scenarios", "run", "round-trip", "--trace", "text", "--full-trace"]) == 0
+    assert "attach(kit-probe)" in capsys.readouterr().out  # asked for: shown
+
+
+def test_cli_skipped_scenarios_suggest_what_works(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scenarios", "run", "round-trip", "--spec", "v3.5"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:] == [
+        "round-trip [system_heap, spec v3.5]: skipped (spec v3.5 has no dma-heaps)",
+        "  try --exporter simple, which exists on v3.5",
+    ]
+    assert main(["scenarios", "run", "round-trip", "--spec", "v3.5", "--exporter", "simple"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "round-trip [simple, spec v3.5]: passed"
+    # the RFC as posted: the oops is the finding, never a traceback (R61)
+    assert (
+        main(["scenarios", "run", "round-trip", "--spec", "rfc-2012", "--exporter", "simple"]) == 1
+    )
+    out = capsys.readouterr().out
+    assert "finding 1: R61 violated: oops in dma_buf_mmap_internal" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["tour", "--step", "9"],
+            "dmabuf-sim tour: there is no step 9: the tour has steps 1 to 8;",
+        ),
+        (
+            ["scenarios", "run", "round-trip", "--picture", "f.png"],
+            "dmabuf-sim scenarios run: --picture f.png: cannot draw f.png: this tool writes .svg",
+        ),
+        (
+            ["scenarios", "run", "round-trip", "--picture", "NOPE/x.svg"],
+            "dmabuf-sim scenarios run: --picture NOPE/x.svg: cannot write NOPE/x.svg: directory"
+            " NOPE does not exist; create it first or choose another path",
+        ),
+        (
+            ["scenarios", "run", "round-trip", "--html", "NOPE/v.html"],
+            "dmabuf-sim scenarios run: --html NOPE/v.html: cannot write NOPE/v.html",
+        ),
+        (
+            ["scenarios", "run", "fork", "--picture-kind", "sequence", "--picture", "s.dot"],
+            "sequence pictures have no DOT form: use .svg, .mmd or .md",
+        ),
+        (["tour", "--html", "NOPE/t.html"], "dmabuf-sim tour: cannot write NOPE/t.html"),
+    ],
+)
+def test_cli_errors_are_one_line_saying_what_to_do(
+    argv: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.splitlines()
+    assert message in line and "Traceback" not in line
+    assert not any(tmp_path.iterdir())  # nothing was half written
+
+
+def test_cli_picture_of_a_directory_and_png_advice(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["scenarios", "run", "fork", "--picture", str(tmp_path)]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(f"{tmp_path} is a directory; give a file name, e.g. {tmp_path / 'out.svg'}")
+    )
+    assert main(["scenarios", "run", "fork", "--picture", "pic.png"]) == 2
+    assert "'dot -Tpng pic.dot -o pic.png'" in capsys.readouterr().err
+
+
+def test_cli_writes_the_step_through_view(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    page = tmp_path / "fork.html"
+    assert main(["scenarios", "run", "fork", "--exporter", "simple", "--html", str(page)]) == 0
+    out = capsys.readouterr().out
+    assert f"step-through view written to {page}: open it in a browser (v6.12 first" in out
+    html = page.read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>") and '"default":"v6.12"' in html
+    assert all(f'"{spec}":{{"status"' in html for spec in SPECS)
+    tour_page = tmp_path / "tour.html"
+    assert main(["tour", "--spec", "v3.5", "--html", str(tour_page)]) == 0
+    assert '"default":"v3.5"' in tour_page.read_text(encoding="utf-8")
+
+
+def test_cli_compact_sequence_picture(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A scenario's sequence picture leaves out plumbing and the harness (the tour's filter)."""
+    sizes = {}
+    for extra in ([], ["--full-trace"]):
+        path = tmp_path / f"seq{len(extra)}.svg"
+        argv = [
+            "scenarios",
+            "run",
+            "round-trip",
+            "--picture-kind",
+            "sequence",
+            "--picture",
+            str(path),
+        ]
+        assert main(argv + extra) == 0
+        root = ET.fromstring(path.read_text())
+        calls = int(re.search(r"(\d+) calls", "".join(root.itertext())).group(1))  # type: ignore[union-attr]
+        sizes[bool(extra)] = (calls, float(root.get("height", "0")))
+    assert sizes[False][0] < sizes[True][0] * 0.7  # 59 calls instead of 90
+    assert sizes[False][1] < sizes[True][1] * 0.6  # and leaf calls take one row
+    capsys.readouterr()
+
+
+def test_cli_scenarios_list_has_no_rst_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scenarios", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "``" not in out and ":func:" not in out and "`" not in out
+    assert "Shoots down through dmabuf->file->f_mapping and never swaps vm_file." in out
+    assert f"(default {DEFAULT_SPEC})" in out
+
+
+def test_cli_diff_specs_says_which_side_is_the_bug(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["diff-specs", "importer-mmap-failure", "v3.5"]) == 0  # against the default
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split() == ["v3.5", DEFAULT_SPEC]
+    assert out[4] == "verdict: v3.5 has the bug (2 of 2 differences)"
+    assert out[5].startswith("  importer file refs (before -> after): v3.5 is the bug: R23:")
+    assert main(["diff-specs", "file-ops", "v3.5", "v6.1"]) == 0
+    out = capsys.readouterr().out
+    assert "verdict: neither side is buggy: the kernels differ in features, not in bugs" in out
+    assert "lseek(0, SEEK_END): neither is a bug: dma-buf lseek arrived in 3.12 (R41)" in out
+    assert main(["diff-specs", "rfc-uninitialised-read", "rfc-2012", "v3.5"]) == 0
+    out = capsys.readouterr().out
+    assert "mmap 1 page: rfc-2012 is the bug: it oopses (R61), undefined behaviour" in out
+
+
+@pytest.mark.parametrize("name", list(STORIES))
+def test_every_difference_between_any_two_specs_gets_a_verdict(name: str) -> None:
+    runs = {spec: run_story(name, spec) for spec in SPECS}
+    for a in SPECS:
+        for b in SPECS:
+            keys = list(dict.fromkeys([*runs[a], *runs[b]]))
+            rows = [
+                (k, runs[a].get(k, "-"), runs[b].get(k, "-"))
+                for k in keys
+                if runs[a].get(k) != runs[b].get(k)
+            ]
+            _summary, lines = verdict(name, a, b, rows)
+            assert len(lines) == len(rows)
+            assert not any("no judgement recorded" in line for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["tour", "--spec", "v9"], "dmabuf-sim tour: argument --spec: invalid choice: 'v9'"),
+        (
+            ["scenarios", "run", "fork", "--trace", "xml"],
+            "dmabuf-sim scenarios: argument --trace: invalid choice",
+        ),
+        (["frob"], "dmabuf-sim: argument command: invalid choice: 'frob'"),
+    ],
+)
+def test_cli_argument_errors_are_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(message) and line.endswith("--help'")

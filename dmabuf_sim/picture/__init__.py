@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..trace import hide_harness, hide_plumbing
 from .dot import to_dot
 from .mermaid import sequence_to_mermaid, to_mermaid
 from .sequence import Sequence, sequence_from_trace
@@ -73,8 +74,14 @@ def render(
     events: Iterable[TraceEvent] | None = None,
     *,
     kind: str = "state",
+    compact: bool = False,
 ) -> str:
-    """The picture as text: ``fmt`` is ``svg``, ``mermaid``, ``markdown`` or ``dot``."""
+    """The picture as text: ``fmt`` is ``svg``, ``mermaid``, ``markdown`` or ``dot``.
+
+    ``compact`` (sequence pictures) leaves out plumbing and a harness's own calls
+    (:func:`~dmabuf_sim.trace.hide_plumbing`, :func:`~dmabuf_sim.trace.hide_harness`)
+    and draws each leaf call in one row.
+    """
     if fmt not in {"svg", "mermaid", "markdown", "dot"}:
         raise ValueError(f"unknown picture format {fmt!r}: use svg, mermaid, markdown or dot")
     if kind == "state":
@@ -89,7 +96,9 @@ def render(
     elif kind == "sequence":
         if events is None:
             raise ValueError("a sequence picture needs events= (from `with kernel.trace()`)")
-        seq = sequence_from_trace(events)
+        if compact:
+            events = hide_plumbing(hide_harness(events))
+        seq = sequence_from_trace(events, merge_leaves=compact)
         if fmt == "svg":
             return sequence_to_svg(seq)
         if fmt == "dot":
@@ -106,6 +115,7 @@ def write_picture(
     events: Iterable[TraceEvent] | None = None,
     *,
     kind: str = "state",
+    compact: bool = False,
 ) -> Path:
     """Write a state (``kind="state"``, needs ``kernel``) or sequence (``kind="sequence"``,
     needs ``events``) picture to ``path``; the suffix picks the format: ``.svg``,
@@ -118,5 +128,5 @@ def write_picture(
         raise ValueError(
             f"cannot tell the picture format of {path.name!r}: use one of {', '.join(FORMATS)}"
         )
-    path.write_text(render(fmt, kernel, events, kind=kind), encoding="utf-8")
+    path.write_text(render(fmt, kernel, events, kind=kind, compact=compact), encoding="utf-8")
     return path

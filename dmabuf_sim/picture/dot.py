@@ -21,7 +21,7 @@ FILL = {
     "page": "#dcfce7",
     "dma_buf": "#ede9fe",
 }
-_EDGE_STYLE = {"fd": "dashed", "i_mmap": "dashed", "dmabuf_file": "bold"}
+_EDGE_STYLE = {"fd": "dashed", "i_mmap": "dashed", "dmabuf_page": "dashed", "dmabuf_file": "bold"}
 
 
 def dot_quote(text: str) -> str:

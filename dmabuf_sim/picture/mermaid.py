@@ -41,7 +41,7 @@ CLASS_DEFS = {
     "warn": "stroke:#b91c1c,stroke-dasharray:4 2",
 }
 
-_EDGE_ARROW = {"fd": "-.->", "i_mmap": "-.->", "dmabuf_file": "==>"}
+_EDGE_ARROW = {"fd": "-.->", "i_mmap": "-.->", "dmabuf_page": "-.->", "dmabuf_file": "==>"}
 
 _SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:/+-_=()[]{}*!?'@$%")
 
@@ -90,7 +90,10 @@ def sequence_to_mermaid(seq: Sequence) -> str:
         title = line.label + (" (user)" if line.kind == "task" else "")
         out.append(f"  participant {line.id} as {mermaid_escape(title)}")
     for step in seq.steps:
-        if isinstance(step, Call):
+        if isinstance(step, Call) and step.returned is not None:
+            mark = "✗ " if step.error else ""
+            out.append(f"  {step.src}->>{step.dst}: {mermaid_escape(mark + _short(step.text))}")
+        elif isinstance(step, Call):
             out.append(f"  {step.src}->>+{step.dst}: {mermaid_escape(_short(step.text))}")
         elif isinstance(step, Return):
             mark = "✗ " if step.error else ""

@@ -88,6 +88,18 @@ def sequence_to_svg(seq: Sequence) -> str:
         if isinstance(step, Call):
             src_level = max(0, len(active[step.src]) - 1)
             dst_level = len(active[step.dst])
+            if step.returned is not None:  # a leaf in one row: no activation bar
+                text = ("✗ " if step.error else "") + step.text
+                fill = "#b91c1c" if step.error else "#0f172a"
+                if step.src == step.dst:
+                    x0 = side(step.src, src_level, float("inf"))
+                    _loop(svg, arrows, x0, x0, y, text, space, dashed=False, error=step.error)
+                    continue
+                x0 = side(step.src, src_level, x_of[step.dst])
+                x1 = side(step.dst, dst_level, x_of[step.src])
+                svg.line(arrows, [(x0, y), (x1, y)], red=step.error)
+                _label(svg, arrows, x0, x1, y, text, fill=fill)
+                continue
             active[step.dst].append(y)
             if step.src == step.dst:
                 x0 = side(step.src, src_level, float("inf"))

@@ -6,29 +6,35 @@ pointers in a crash dump::
     process ──mm──▶ vma ──vm_file──▶ file ──f_inode──▶ inode ──i_mapping──▶ address_space
        │             └──pte──────────────────────────────────────────────────────▶ page
        └──fd N──▶ file                     address_space ──page cache──▶ page
-    dma_buf ──file──▶ file
+    dma_buf ──file──▶ file          dma_buf ──page i──▶ page
 
 and returns a :class:`Graph`, a plain value the renderers
 (:func:`~dmabuf_sim.picture.to_mermaid`, :func:`~dmabuf_sim.picture.to_dot`,
 :func:`~dmabuf_sim.picture.to_svg`) draw.  Shared structure stays shared:
 every file on the anon inode (the old specs) points at the *one* ``ino`` node,
 which is what lets a shoot-down through one buffer reach another (R26).
+A dma-buf links to the drawn pages that back it, so a page whose PTE was shot
+down still shows whose it is (found through the reference exporters' private
+data: sg tables, page lists, contiguous runs, shmem page caches).
 
 The walk is sparse: pages get nodes only when a present PTE maps them, a page
 cache holds them, or the CPU cache holds dirty lines of them; a buffer's size
 is never iterated.  Node ids are deterministic and safe in Mermaid, DOT and
 XML alike: ``p1``, ``p1_vma0``, ``file0``, ``ino9``, ``as9``, ``pfn0x1a3``,
-``dmabuf0``.
+``dmabuf0``.  Pass one :class:`GraphIds` to successive snapshots of a kernel and
+a vma, file or dma-buf keeps its id for as long as it lives, so the snapshots
+can be compared (what is new, what changed, what went).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from attrs import define, field, frozen
 
+from ..device import SgTable
 from ..mm.cache import LINE_SIZE
 from ..mm.page_alloc import PAGE_SHIFT
 from ..mm.pgtable import cache_mode_name, pte_cache_mode, pte_pfn, pte_special, pte_write
@@ -41,9 +47,9 @@ if TYPE_CHECKING:
     from ..mm.vma import VmAreaStruct
     from ..process import Process
 
-__all__ = ["NODE_KINDS", "Edge", "Graph", "Node", "snapshot_graph"]
+__all__ = ["NODE_KINDS", "Edge", "Graph", "GraphIds", "Node", "snapshot_graph"]
 
-NODE_KINDS = ("process", "vma", "file", "inode", "address_space", "page", "dma_buf")
+NODE_KINDS = ("process", "vma", "file", "inode", "address_space", "dma_buf", "page")
 """Node kinds, in the left-to-right order the layouts use."""
 
 
@@ -72,7 +78,8 @@ class Edge:
     """A pointer from ``src`` to ``dst``.
 
     ``kind`` is ``mm``, ``fd``, ``vm_file``, ``i_mmap``, ``f_inode``, ``i_mapping``,
-    ``pte``, ``page_cache`` or ``dmabuf_file``; ``label`` is what to print on it.
+    ``pte``, ``page_cache``, ``dmabuf_file`` or ``dmabuf_page``; ``label`` is what
+    to print on it.
     """
 
     src: str
@@ -108,6 +115,65 @@ class Graph:
         )
 
 
+@define
+class GraphIds:
+    """Node ids that stay put across snapshots of one kernel.
+
+    Without it a snapshot numbers vmas, files and dma-bufs in the order its walk
+    meets them; with it each object keeps the id it got first (the object is
+    held, so its ``id()`` cannot be reused).
+    """
+
+    _names: dict[int, tuple[object, str]] = field(factory=dict)
+    _counts: Counter[str] = field(factory=Counter)
+
+    def name(self, obj: object, prefix: str) -> str:
+        hit = self._names.get(id(obj))
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        name = f"{prefix}{self._counts[prefix]}"
+        self._counts[prefix] += 1
+        self._names[id(obj)] = (obj, name)
+        return name
+
+
+def _page_index(priv: Any) -> Callable[[int], int | None] | None:
+    """``pfn -> page index in the buffer`` for the reference exporters' private data.
+
+    Costs grow with the buffer's runs (sg entries) or, for page lists, its pages;
+    an exporter whose layout is unknown gets no links.
+    """
+    if isinstance(getattr(priv, "first_pfn", None), int):
+        first = priv.first_pfn
+        count = int(getattr(priv, "npages", 0) or getattr(priv, "pagecount", 0))
+        return lambda pfn: pfn - first if first <= pfn < first + count else None
+    for name in ("sg_table", "sgt", "sg"):
+        table = getattr(priv, name, None)
+        if isinstance(table, SgTable):
+            runs = list(table.entries)
+
+            def in_runs(pfn: int, runs: list[tuple[int, int]] = runs) -> int | None:
+                base = 0
+                for first, n in runs:
+                    if first <= pfn < first + n:
+                        return base + pfn - first
+                    base += n
+                return None
+
+            return in_runs
+    for name in ("pfns", "pages"):
+        pages = getattr(priv, name, None)
+        if isinstance(pages, list):
+            where = {pfn: i for i, pfn in enumerate(pages)}
+            return where.get
+    filp = getattr(priv, "filp", None)
+    cache = getattr(getattr(filp, "f_mapping", None), "pages", None)
+    if isinstance(cache, dict):
+        inverse = {pfn: index for index, pfn in cache.items()}
+        return inverse.get
+    return None
+
+
 def _perms(flags: int) -> str:
     return (
         ("r" if flags & VM_READ else "-")
@@ -141,6 +207,7 @@ class _Builder:
     """Dirty CPU cache lines per pfn."""
     cached: Counter[int]
     """Cached CPU cache lines per pfn."""
+    ids: GraphIds | None = None
     nodes: dict[str, Node] = field(factory=dict)
     edges: dict[tuple[str, str, str], Edge] = field(factory=dict)
     file_ids: dict[int, str] = field(factory=dict)
@@ -149,6 +216,8 @@ class _Builder:
     """pfns that get a page node, in the order the walk met them."""
     reached: set[int] = field(factory=set)
     """Every pfn a PTE or page cache of a drawn object points at, drawn or not."""
+    buffers: list[tuple[str, DmaBuf]] = field(factory=list)
+    """Drawn dma-bufs, to link them to their drawn pages at the end."""
 
     def add(self, node: Node) -> str:
         self.nodes.setdefault(node.id, node)
@@ -181,7 +250,8 @@ class _Builder:
             self.link(pid, self.file(file), "fd", f"fd {fd}")
 
     def vma(self, proc: Process, index: int, vma: VmAreaStruct) -> str:
-        vid = f"p{proc.pid}_vma{index}"
+        prefix = f"p{proc.pid}_vma"
+        vid = self.ids.name(vma, prefix) if self.ids is not None else f"{prefix}{index}"
         span = (vma.vm_start >> PAGE_SHIFT, vma.vm_end >> PAGE_SHIFT)
         ptes = list(proc.mm.pgtable.iter_range(*span))
         modes = Counter(_pte_flags(pte) for _vpn, pte in ptes)
@@ -220,7 +290,8 @@ class _Builder:
         fid = self.file_ids.get(id(file))
         if fid is not None:
             return fid
-        fid = self.file_ids[id(file)] = f"file{len(self.file_ids)}"
+        fid = self.ids.name(file, "file") if self.ids is not None else f"file{len(self.file_ids)}"
+        self.file_ids[id(file)] = fid
         lines = [file.path(), f"f_count {file.f_count}"]
         if file.f_op.owner:
             lines.append(f"f_op: {file.f_op.owner}")
@@ -264,7 +335,8 @@ class _Builder:
         return aid
 
     def dma_buf(self, index: int, dmabuf: DmaBuf) -> None:
-        did = f"dmabuf{index}"
+        did = self.ids.name(dmabuf, "dmabuf") if self.ids is not None else f"dmabuf{index}"
+        self.buffers.append((did, dmabuf))
         lines = [f"dma_buf {dmabuf.exp_name or '?'}"]
         if dmabuf.name:
             lines.append(f"name {dmabuf.name}")
@@ -275,6 +347,17 @@ class _Builder:
         self.add(Node(did, "dma_buf", tuple(lines), marks))
         if dmabuf.file is not None:
             self.link(did, self.file(dmabuf.file), "dmabuf_file", "file")
+
+    def buffer_pages(self) -> None:
+        """Link each drawn dma-buf to the drawn pages that back it (``page i``)."""
+        for did, dmabuf in self.buffers:
+            index_of = _page_index(dmabuf.priv)
+            if index_of is None:
+                continue
+            for pfn in self.pages:
+                index = index_of(pfn)
+                if index is not None:
+                    self.link(did, self.page(pfn), "dmabuf_page", f"page {index}")
 
     def page_nodes(self) -> None:
         mem, dirty, cached = self.kernel.mem, self.dirty, self.cached
@@ -326,6 +409,7 @@ def snapshot_graph(
     *,
     processes: Iterable[Process | int] | None = None,
     max_pages: int = 32,
+    ids: GraphIds | None = None,
 ) -> Graph:
     """Describe ``kernel``'s state as a :class:`Graph`.
 
@@ -333,7 +417,8 @@ def snapshot_graph(
     what they reach; by default every process, every live dma-buf and every
     page with dirty cache lines is drawn.  At most ``max_pages`` PTEs per vma
     and page-cache pages per address_space get page nodes; the vma and
-    address_space labels still count them all.
+    address_space labels still count them all.  ``ids`` keeps node ids stable
+    across snapshots (see :class:`GraphIds`).
     """
     if max_pages < 1:
         raise ValueError(f"max_pages must be >= 1, not {max_pages}")
@@ -341,7 +426,7 @@ def snapshot_graph(
     if processes is not None:
         wanted = {p if isinstance(p, int) else p.pid for p in processes}
     dirty = _per_page(kernel.cache.dirty)
-    b = _Builder(kernel, max_pages, dirty, _per_page(kernel.cache.lines))
+    b = _Builder(kernel, max_pages, dirty, _per_page(kernel.cache.lines), ids)
     for pid in sorted(kernel.processes):
         if wanted is None or pid in wanted:
             b.process(kernel.processes[pid])
@@ -352,6 +437,7 @@ def snapshot_graph(
         orphans = sorted(set(dirty) - b.reached)
         for pfn in orphans[:max_pages]:
             b.page(pfn)
+    b.buffer_pages()
     b.page_nodes()
     shown = len(b.nodes)
     title = (

@@ -13,7 +13,10 @@ fails) it draws the graph itself:
   track that avoids every box in between; the dma_buf→file edge goes round
   over the top.  Edge labels sit on the last stretch before the arrowhead;
 * pages with dirty cache lines have a thick red border, shared inodes a
-  thick one, freed-but-mapped pages a dashed red one; a legend explains it.
+  thick one, freed-but-mapped pages a dashed red one; a legend explains it,
+  and the ``VmFlags`` codes the vmas show;
+* ``changed`` node ids get an amber halo and ``new_edges`` amber lines: the
+  step-through view marks what a call changed this way.
 """
 
 from __future__ import annotations
@@ -29,7 +32,32 @@ from ._svg import CHAR_W, FONT, LINE_H, SMALL, SMALL_W, Svg, fit
 from .dot import to_dot
 from .state import NODE_KINDS, Edge, Graph, Node
 
-__all__ = ["to_svg", "to_svg_fallback"]
+__all__ = ["VMFLAG_MEANINGS", "to_svg", "to_svg_fallback"]
+
+VMFLAG_MEANINGS = {
+    "rd": "readable",
+    "wr": "writable",
+    "ex": "executable",
+    "sh": "shared",
+    "mr": "may read",
+    "mw": "may write",
+    "me": "may execute",
+    "ms": "may share",
+    "gd": "grows down",
+    "pf": "PFN map (no struct page)",
+    "lo": "locked",
+    "io": "I/O memory",
+    "dc": "not copied on fork",
+    "de": "cannot grow (mremap)",
+    "rv": "reserved (3.x)",
+    "ac": "accounted",
+    "nr": "no swap reserve",
+    "wf": "wiped on fork",
+    "dd": "not in core dumps",
+    "mm": "mixed map (pfns and pages)",
+}
+"""The two-letter ``VmFlags`` codes of /proc/PID/smaps, as the legend explains them."""
+HIGHLIGHT = "#f59e0b"
 
 STYLE = {  # kind -> (fill, stroke)
     "process": ("#dbeafe", "#1d4ed8"),
@@ -212,8 +240,17 @@ def _track(layout: _Layout, c0: int, c1: int, wanted: list[float], used: list[fl
     return max((hi for _, hi in blocked), default=wanted[0]) + 8 + 5 * len(used)
 
 
-def to_svg_fallback(graph: Graph) -> str:
-    """Draw ``graph`` without Graphviz (see the module docstring); valid, self-contained SVG."""
+def to_svg_fallback(
+    graph: Graph,
+    *,
+    changed: frozenset[str] = frozenset(),
+    new_edges: frozenset[tuple[str, str, str]] = frozenset(),
+) -> str:
+    """Draw ``graph`` without Graphviz (see the module docstring); valid, self-contained SVG.
+
+    ``changed`` (node ids) and ``new_edges`` (``(src, dst, label)``) are drawn
+    highlighted, in amber.
+    """
     layout = _layout(graph)
     boxes = layout.boxes
     out_y, in_y = _ports(layout)
@@ -257,23 +294,27 @@ def to_svg_fallback(graph: Graph) -> str:
         polylines.append((pts, e))
         if e.label:
             labels.append((d.x - approach + 3, yd - 4, fit(e.label, approach - 6, SMALL_W)))
-    svg = Svg(max(layout.width, LEGEND_W), layout.height + 120, graph.title)
+    flag_lines = _vmflag_legend(graph)
+    svg = Svg(max(layout.width, LEGEND_W), layout.height + 120 + 14 * len(flag_lines), graph.title)
     svg.text(svg.root, MARGIN, MARGIN + 6, graph.title, font_weight="bold", font_size="14")
     g_edges = svg.group(id="edges")
     for pts, e in polylines:
-        width = {"stroke_width": "2.2"} if e.kind == "dmabuf_file" else {}
-        svg.line(g_edges, pts, dashed=e.kind in ("fd", "i_mmap"), style=width)
+        style = {"stroke_width": "2.2"} if e.kind == "dmabuf_file" else {}
+        if (e.src, e.dst, e.label) in new_edges:
+            style = {"stroke": HIGHLIGHT, "stroke_width": "2.6", "class": "new-edge"}
+        dashed = e.kind in ("fd", "i_mmap", "dmabuf_page")
+        svg.line(g_edges, pts, dashed=dashed, style=style)
     g_nodes = svg.group(id="nodes")
     for box in boxes.values():
-        _draw_box(svg, g_nodes, box)
+        _draw_box(svg, g_nodes, box, box.node.id in changed)
     g_labels = svg.group(id="edge-labels", font_size=str(SMALL), fill="#334155")
     for x, y, text in labels:
         svg.text(g_labels, x, y, text, stroke="#ffffff", stroke_width="3", paint_order="stroke")
-    _legend(svg, graph, layout.height + 30)
+    _legend(svg, graph, layout.height + 30, flag_lines, highlighted=bool(changed or new_edges))
     return svg.to_string()
 
 
-def _draw_box(svg: Svg, parent: ET.Element, box: _Box) -> None:
+def _draw_box(svg: Svg, parent: ET.Element, box: _Box, changed: bool = False) -> None:
     node = box.node
     fill, stroke = STYLE.get(node.kind, ("#f1f5f9", "#475569"))
     attrs = {"rx": "6", "fill": fill, "stroke": stroke, "stroke_width": "1.3"}
@@ -283,7 +324,10 @@ def _draw_box(svg: Svg, parent: ET.Element, box: _Box) -> None:
         attrs |= {"fill": "#fee2e2", "stroke": "#b91c1c", "stroke_width": "3"}
     if "unallocated" in node.marks or "released" in node.marks:
         attrs |= {"stroke": "#b91c1c", "stroke_dasharray": "5 3"}
-    g = svg.group(parent, id=node.id, **{"class": node.kind})
+    g = svg.group(parent, id=node.id, **{"class": node.kind + (" changed" if changed else "")})
+    if changed:
+        halo = {"fill": "none", "stroke": HIGHLIGHT, "stroke_width": "5", "rx": "9"}
+        svg.rect(g, box.x - 4, box.y - 4, box.w + 8, box.h + 8, **halo)
     svg.rect(g, box.x, box.y, box.w, box.h, **attrs)
     for i, line in enumerate(node.lines):
         weight = {"font_weight": "bold"} if i == 0 else {}
@@ -298,7 +342,9 @@ def _draw_box(svg: Svg, parent: ET.Element, box: _Box) -> None:
         )
 
 
-def _legend(svg: Svg, graph: Graph, y: float) -> None:
+def _legend(
+    svg: Svg, graph: Graph, y: float, flag_lines: list[str], *, highlighted: bool = False
+) -> None:
     g = svg.group(id="legend", font_size=str(SMALL))
     svg.text(g, MARGIN, y, "Legend", font_weight="bold")
     x = float(MARGIN)
@@ -311,11 +357,15 @@ def _legend(svg: Svg, graph: Graph, y: float) -> None:
         x += 26 + len(kind) * SMALL_W
     svg.rect(g, x, y, 14, 12, fill="#fee2e2", stroke="#b91c1c", stroke_width="3", rx="3")
     svg.text(g, x + 18, y + 10, "page with dirty CPU cache lines")
+    if highlighted:
+        x += 40 + len("page with dirty CPU cache lines") * SMALL_W
+        svg.rect(g, x, y, 14, 12, fill="none", stroke=HIGHLIGHT, stroke_width="3", rx="3")
+        svg.text(g, x + 18, y + 10, "new or changed in this step")
     y += 26
     x = float(MARGIN)
     samples: tuple[tuple[str, bool, dict[str, str]], ...] = (
         ("pointer (mm, vm_file, f_inode, i_mapping, pte, page cache)", False, {}),
-        ("fd table entry / i_mmap link", True, {}),
+        ("fd table entry / i_mmap link / a dma-buf's page", True, {}),
         ("dma_buf → its file", False, {"stroke_width": "2.2"}),
     )
     for text, dashed, style in samples:
@@ -328,3 +378,32 @@ def _legend(svg: Svg, graph: Graph, y: float) -> None:
         y + 22,
         "pte labels: offset in the vma, rw/ro, special (no struct page), cache mode (WB/WC/UC-/UC)",
     )
+    for i, line in enumerate(flag_lines):
+        svg.text(g, MARGIN, y + 40 + i * 14, line)
+
+
+def _vmflag_legend(graph: Graph) -> list[str]:
+    """Legend lines explaining the VmFlags codes the vmas in ``graph`` show."""
+    seen: set[str] = set()
+    for node in graph.of_kind("vma"):
+        for line in node.lines:
+            if line.startswith("flags: "):
+                seen.update(line[len("flags: ") :].split())
+    if not seen:
+        return []
+    codes = [code for code in VMFLAG_MEANINGS if code in seen]
+    codes += sorted(seen - VMFLAG_MEANINGS.keys())
+    text = "VmFlags: " + ", ".join(f"{c} {VMFLAG_MEANINGS.get(c, '?')}" for c in codes)
+    return _wrap(text, int((LEGEND_W - 2 * MARGIN) // SMALL_W))
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines: list[str] = []
+    current = ""
+    for word in text.split(" "):
+        if current and len(current) + 1 + len(word) > width:
+            lines.append(current)
+            current = word
+        else:
+            current = f"{current} {word}" if current else word
+    return lines + ([current] if current else [])
