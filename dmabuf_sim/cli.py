@@ -7,7 +7,8 @@ Subcommands:
 ``diff-specs``  ``NAME SPEC_A SPEC_B``: one story under two kernels, only what differs;
 ``specs``       the spec versions and the behaviours that tell them apart;
 ``check``       run the conformance kit on an exporter (yours or a registered one);
-``functions``   every simulated kernel function and the kernel file it mirrors.
+``functions``   every simulated kernel function and the kernel file it mirrors;
+``differential`` a syscall script on the simulator and on a real kernel in a VM.
 """
 
 from __future__ import annotations
@@ -243,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_cmd_check)
     funcs = sub.add_parser("functions", help="simulated kernel functions and their C files")
     funcs.set_defaults(func=_cmd_functions)
+    from .differential.command import add_parser as add_differential
+
+    add_differential(sub)
     return parser
 
 
