@@ -137,6 +137,15 @@ def _run_named(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.script:  # the run as a syscall script, for 'dmabuf-sim differential'
+        from .differential.export import export_named
+
+        try:
+            sys.stdout.write(export_named(name, args.spec, args.exporter))
+        except ValueError as exc:
+            print(f"dmabuf-sim: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if name in STORIES:
         kernel = Kernel(args.spec, trace=True)
         observations = STORIES[name].run(kernel)
@@ -225,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     scen.add_argument("--trace", choices=["text", "jsonl"], help="print the kernel trace")
     scen.add_argument("--picture", metavar="FILE", help="write a picture (.svg, .mmd, .md, .dot)")
     scen.add_argument("--picture-kind", choices=["state", "sequence"], default="state")
+    scen.add_argument(
+        "--script", action="store_true", help="print the run as a syscall script (differential)"
+    )
     scen.set_defaults(func=_cmd_scenarios)
     diff = sub.add_parser("diff-specs", help="run a story under two kernels; show differences")
     diff.add_argument("name")

@@ -16,7 +16,14 @@ from pathlib import Path
 from ..spec import DEFAULT_SPEC, SPECS
 from .compare import Comparison, absent_devices, compare, load_record, replay_record, write_record
 from .interp import ToolMissing, cache_dir
-from .kernels import PreparedKernel, apt_releases, fetch_debian_kernel, own_kernel
+from .kernels import (
+    PreparedKernel,
+    apt_releases,
+    check_release,
+    fetch_debian_kernel,
+    is_cached,
+    own_kernel,
+)
 from .outcome import render_all
 from .releases import spec_for_release
 from .report import format_comparison, format_single
@@ -151,10 +158,10 @@ def _real(args: argparse.Namespace, script: Script, cache: Path, width: int, col
     try:
         kernel: PreparedKernel
         if args.kernel:
-            print(
-                f"fetching Debian kernel {args.kernel} (cached after the first time)...",
-                file=sys.stderr,
-            )
+            check_release(args.kernel)
+            if not is_cached(args.kernel, cache):
+                where = cache / "kernels"
+                print(f"fetching Debian kernel {args.kernel} into {where}...", file=sys.stderr)
             kernel = fetch_debian_kernel(args.kernel, cache)
         else:
             modules = Path(args.modules) if args.modules else None

@@ -33,7 +33,9 @@ from .interp import ToolMissing
 __all__ = [
     "PreparedKernel",
     "apt_releases",
+    "check_release",
     "fetch_debian_kernel",
+    "is_cached",
     "module_closure",
     "own_kernel",
 ]
@@ -220,10 +222,19 @@ def _save_modules(modules: list[tuple[str, bytes]], into: Path) -> tuple[Path, .
 
 
 # -- the two sources -------------------------------------------------------------------------
-def fetch_debian_kernel(release: str, cache: Path) -> PreparedKernel:
-    """A Debian kernel by release, downloaded once and cached (see the module docstring)."""
+def check_release(release: str) -> None:
+    """ValueError unless ``release`` looks like a Debian kernel release or package name."""
     if not re.fullmatch(r"[A-Za-z0-9.+~_-]+", release):
         raise ValueError(f"--kernel {release!r}: expected a release such as 6.12.117+deb12")
+
+
+def is_cached(release: str, cache: Path) -> bool:
+    return (cache / "kernels" / release / "kernel.json").exists()
+
+
+def fetch_debian_kernel(release: str, cache: Path) -> PreparedKernel:
+    """A Debian kernel by release, downloaded once and cached (see the module docstring)."""
+    check_release(release)
     home = cache / "kernels" / release
     meta = home / "kernel.json"
     if meta.exists():

@@ -126,6 +126,9 @@ def render_digest(digest: str) -> str:
             b, n = run.split("*")
             parts.append(f"fill(0x{b}, {n})")
         return " + ".join(parts)
+    if kind == "ramp":
+        start, step, length = body.split(":")
+        return f"ramp(0x{start}, 0x{step}, {length})"
     if kind == "crc32":
         crc, length = body.split(":")
         return f"crc32(0x{crc}, {length})"
@@ -206,7 +209,7 @@ def _ok_text(st: Statement, outcome: Outcome, env: Mapping[str, int]) -> str:
         if cmd in (CONSTANTS["F_DUPFD"], CONSTANTS["F_DUPFD_CLOEXEC"]):
             kind = "fd"
         elif cmd == CONSTANTS["F_GETFL"]:
-            return st.bind or f"0{value:o}"
+            return st.bind or (f"0{value:o}" if value else "0")  # octal, as C writes flags
     if kind in ("fd", "proc"):
         return st.bind or kind
     if kind == "addr":

@@ -42,11 +42,11 @@ def _table(
     ]
     for mark, line, stmt, answers in rows:
         fits = all(len(a) <= w for a, w in zip(answers, ans_w, strict=True))
+        cells = "  ".join(f"{a:<{w}}" for a, w in zip(answers, ans_w, strict=True)).rstrip()
         if fits and len(stmt) <= stmt_w:
-            text = f" {mark} {line:>4}  {stmt:<{stmt_w}}  " + "  ".join(
-                f"{a:<{w}}" for a, w in zip(answers, ans_w, strict=True)
-            )
-            lines = [text.rstrip()]
+            lines = [f" {mark} {line:>4}  {stmt:<{stmt_w}}  {cells}"]
+        elif fits:  # a long statement: the answers go under it, in their columns
+            lines = [f" {mark} {line:>4}  {stmt}", f"{'':{9 + stmt_w}}  {cells}"]
         else:
             label_w = max(len(h) for h in heads[1:])
             lines = [f" {mark} {line:>4}  {stmt}"]

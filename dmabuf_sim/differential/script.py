@@ -44,6 +44,7 @@ __all__ = [
     "Name",
     "Node",
     "Num",
+    "Ramp",
     "Script",
     "ScriptError",
     "Statement",
@@ -51,6 +52,7 @@ __all__ = [
     "StructLit",
     "Unary",
     "digest",
+    "dump_parse",
     "eval_bytes",
     "eval_int",
     "eval_str",
@@ -123,6 +125,15 @@ class Fill:
 
 
 @frozen
+class Ramp:
+    """``ramp(start, step, count)``: bytes ``(start + i*step) & 0xff`` for i < count."""
+
+    start: Node
+    step: Node
+    count: Node
+
+
+@frozen
 class BytesConcat:
     parts: tuple[Node, ...]
 
@@ -132,7 +143,7 @@ class StructLit:
     fields: tuple[tuple[str, Node], ...]
 
 
-Node = Num | Name | Ident | Unary | BinOp | Call | Str | Fill | BytesConcat | StructLit
+Node = Num | Name | Ident | Unary | BinOp | Call | Str | Fill | Ramp | BytesConcat | StructLit
 
 
 @frozen
@@ -384,8 +395,12 @@ class _Parser:
             self.pos += 1
             text = tok.text
             if text.lower().startswith("0x"):
-                return Num(int(text, 16))
-            return Num(int(text, 8) if len(text) > 1 and text.startswith("0") else int(text))
+                value = int(text, 16)
+            else:
+                value = int(text, 8) if len(text) > 1 and text.startswith("0") else int(text)
+            if value >= U64:
+                raise self.error(f"number {text} does not fit in 64 bits")
+            return Num(value)
         if tok.kind == "char":
             self.pos += 1
             parts = _unescape(tok.text[1:-1], self.lineno, interpolate=False)
@@ -425,13 +440,18 @@ class _Parser:
             if len(args) != 2:
                 raise self.error("fill takes two arguments: fill(BYTE, COUNT)")
             return Fill(args[0], args[1])
+        if func == "ramp":
+            if len(args) != 3:
+                raise self.error("ramp takes three arguments: ramp(START, STEP, COUNT)")
+            return Ramp(args[0], args[1], args[2])
         if func in ("_IO", "_IOR", "_IOW", "_IOWR"):
             want = 2 if func == "_IO" else 3
             if len(args) != want:
                 raise self.error(f"{func} takes {want} arguments")
             return Call(func, args)
         raise self.error(
-            f"unknown function {func}() inside an argument (known: fill, _IO, _IOR, _IOW, _IOWR)"
+            f"unknown function {func}() inside an argument"
+            " (known: fill, ramp, _IO, _IOR, _IOW, _IOWR)"
         )
 
     def struct(self) -> StructLit:
@@ -454,8 +474,10 @@ def digest(data: bytes) -> str:
     """A short, exact summary of bytes that both sides compute identically.
 
     Up to 64 bytes: ``hex:<bytes>``; longer data made of at most 16 runs of one
-    byte value: ``runs:aa*4096,00*4096``; anything else: ``crc32:<crc>:<len>``
-    (zlib's CRC-32).  The C interpreter implements the same three rules.
+    byte value: ``runs:aa*4096,00*4096``; a ramp (each byte the previous plus one
+    step, modulo 256): ``ramp:<start>:<step>:<len>``; anything else:
+    ``crc32:<crc>:<len>`` (zlib's CRC-32).  The C interpreter implements the same
+    four rules.
     """
     if len(data) <= 64:
         return "hex:" + data.hex()
@@ -466,8 +488,17 @@ def digest(data: bytes) -> str:
         else:
             runs.append((b, 1))
             if len(runs) > 16:
-                return f"crc32:{zlib.crc32(data):08x}:{len(data)}"
-    return "runs:" + ",".join(f"{b:02x}*{n}" for b, n in runs)
+                break
+    else:
+        return "runs:" + ",".join(f"{b:02x}*{n}" for b, n in runs)
+    step = (data[1] - data[0]) & 0xFF
+    if data == _ramp(data[0], step, len(data)):
+        return f"ramp:{data[0]:02x}:{step:02x}:{len(data)}"
+    return f"crc32:{zlib.crc32(data):08x}:{len(data)}"
+
+
+def _ramp(start: int, step: int, count: int) -> bytes:
+    return bytes((start + i * step) & 0xFF for i in range(count))
 
 
 # -- evaluation ----------------------------------------------------------------------------
@@ -530,6 +561,9 @@ def eval_bytes(node: Node, env: Mapping[str, int]) -> bytes:
         # larger than any line may move: the runner refuses it (as interp.c does)
         count = min(eval_int(node.count, env), MAX_LOAD + 1)
         return bytes([eval_int(node.byte, env) & 0xFF]) * count
+    if isinstance(node, Ramp):
+        count = min(eval_int(node.count, env), MAX_LOAD + 1)
+        return _ramp(eval_int(node.start, env) & 0xFF, eval_int(node.step, env) & 0xFF, count)
     if isinstance(node, BytesConcat):
         return b"".join(eval_bytes(p, env) for p in node.parts)
     raise TypeError(f"not a bytes expression: {node!r}")
@@ -550,7 +584,7 @@ def _is_int_node(node: Node) -> bool:
 
 def _as_bytes_node(node: Node) -> Node | None:
     """A bytes expression (strings, fill(...), joined with +), or None."""
-    if isinstance(node, (Str, Fill)):
+    if isinstance(node, (Str, Fill, Ramp)):
         return node
     if isinstance(node, BinOp) and node.op == "+":
         left, right = _as_bytes_node(node.left), _as_bytes_node(node.right)
@@ -576,6 +610,8 @@ def _names_in(node: Node) -> list[str]:
         return [p.name for p in node.parts if isinstance(p, Name)]
     if isinstance(node, Fill):
         return _names_in(node.byte) + _names_in(node.count)
+    if isinstance(node, Ramp):
+        return _names_in(node.start) + _names_in(node.step) + _names_in(node.count)
     if isinstance(node, BytesConcat):
         return [n for p in node.parts for n in _names_in(p)]
     if isinstance(node, StructLit):
@@ -595,6 +631,9 @@ def _unknown_idents(node: Node) -> list[str]:
         return [n for a in items for n in _unknown_idents(a)]
     if isinstance(node, Fill):
         return _unknown_idents(node.byte) + _unknown_idents(node.count)
+    if isinstance(node, Ramp):
+        parts = (node.start, node.step, node.count)
+        return [n for p in parts for n in _unknown_idents(p)]
     if isinstance(node, StructLit):
         return [n for _, v in node.fields for n in _unknown_idents(v)]
     return []
@@ -632,7 +671,8 @@ def _check_args(op: str, args: list[Node], lineno: int) -> tuple[Node, ...]:
             as_bytes = _as_bytes_node(node)
             if as_bytes is None:
                 raise ScriptError(
-                    f'{where} must be bytes: "text", fill(BYTE, COUNT), or several joined with +'
+                    f'{where} must be bytes: "text", fill(BYTE, COUNT), ramp(START, STEP, COUNT),'
+                    " or several joined with +"
                 )
             node = as_bytes
         elif typ == "ioarg" and not (isinstance(node, (Str, StructLit)) or _is_int_node(node)):
@@ -671,7 +711,7 @@ def normalise_expectation(text: str, lineno: int = 0) -> str:
     if (
         tokens
         and tokens[0].kind in ("string", "ident")
-        and (tokens[0].kind == "string" or tokens[0].text == "fill")
+        and (tokens[0].kind == "string" or tokens[0].text in ("fill", "ramp"))
     ):
         parser = _Parser(tokens, lineno)
         try:
@@ -813,3 +853,42 @@ def load_script(path_or_name: str | Path) -> Script:
             )
         path = bundled
     return parse_script(path.read_text(), path.name)
+
+
+def dump_node(node: Node) -> str:
+    """A node as ``interp --parse`` prints it (constants by value, strings as hex parts)."""
+    if isinstance(node, Num):
+        return str(node.value)
+    if isinstance(node, Ident):
+        return str(CONSTANTS[node.name]) if node.name in CONSTANTS else node.name
+    if isinstance(node, Name):
+        return node.name
+    if isinstance(node, Unary):
+        return f"({node.op}{dump_node(node.operand)})"
+    if isinstance(node, BinOp):
+        return f"({dump_node(node.left)} {node.op} {dump_node(node.right)})"
+    if isinstance(node, Call):
+        return f"{node.func}(" + ", ".join(dump_node(a) for a in node.args) + ")"
+    if isinstance(node, Str):
+        parts = [p.name if isinstance(p, Name) else f"x'{p.hex()}'" for p in node.parts]
+        return "str[" + ", ".join(parts) + "]"
+    if isinstance(node, Fill):
+        return f"fill({dump_node(node.byte)}, {dump_node(node.count)})"
+    if isinstance(node, Ramp):
+        args = (node.start, node.step, node.count)
+        return "ramp(" + ", ".join(dump_node(a) for a in args) + ")"
+    if isinstance(node, BytesConcat):
+        return "cat[" + ", ".join(dump_node(p) for p in node.parts) + "]"
+    return "{" + ", ".join(f"{k}={dump_node(v)}" for k, v in node.fields) + "}"
+
+
+def dump_parse(script: Script) -> str:
+    """Every statement as ``interp --parse`` prints it: the two parsers must agree."""
+    out = []
+    for st in script.statements:
+        text = f"{st.line} {st.proc} {st.op}(" + ", ".join(dump_node(a) for a in st.args) + ")"
+        if st.bind:
+            text += f" = {st.bind}"
+        text += "".join(f" {f}={n}" for f, n in st.outs)
+        out.append(text)
+    return "".join(line + "\n" for line in out)

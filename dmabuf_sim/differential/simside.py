@@ -37,6 +37,7 @@ from .abi import CONSTANTS, IOCTL_STRUCTS, struct_class
 from .outcome import Outcome
 from .script import (
     DEVICE_OF,
+    MAX_LOAD,
     Ident,
     Node,
     Script,
@@ -174,6 +175,16 @@ def _fd(v: int) -> int:
     return v - (1 << 32) if v >= 1 << 31 else v
 
 
+class _TooLarge(Exception):
+    """More bytes in one line than either side moves (``MAX_LOAD``)."""
+
+
+def _size_checked(n: int) -> int:
+    if n > MAX_LOAD:
+        raise _TooLarge
+    return n
+
+
 def _run(st: Statement, proc: Process, env: Mapping[str, int]) -> tuple[int, str, tuple[Any, ...]]:
     """Do the statement; returns (value, data, outs)."""
     op, a = st.op, st.args
@@ -197,6 +208,7 @@ def _run(st: Statement, proc: Process, env: Mapping[str, int]) -> tuple[int, str
     if op in ("write", "store"):
         target = eval_int(a[0], env)
         data = eval_bytes(a[1], env)
+        _size_checked(len(data))
         if op == "write":
             return proc.write(_fd(target), data), "", ()
         proc.write_memory(target, data)
@@ -215,7 +227,7 @@ def _run(st: Statement, proc: Process, env: Mapping[str, int]) -> tuple[int, str
     if op == "lseek":
         return proc.lseek(_fd(vals[0]), _signed(vals[1]), _fd(vals[2])), "", ()
     if op == "read":
-        return 0, digest(proc.read(_fd(vals[0]), vals[1])), ()
+        return 0, digest(proc.read(_fd(vals[0]), _size_checked(vals[1]))), ()
     if op == "poll":
         return proc.poll(_fd(vals[0]), vals[1] & 0xFFFF), "", ()
     if op == "fcntl":
@@ -236,7 +248,7 @@ def _run(st: Statement, proc: Process, env: Mapping[str, int]) -> tuple[int, str
     if op == "mremap":
         return proc.mremap(*vals), "", ()
     if op == "load":
-        return 0, digest(proc.read_memory(vals[0], vals[1])), ()
+        return 0, digest(proc.read_memory(vals[0], _size_checked(vals[1]))), ()
     if op == "maps":
         addr = vals[0]
         for line in proc.maps().splitlines():
@@ -303,6 +315,8 @@ def _one(
         return Outcome("oops", note=str(oops))
     except NotImplementedError as exc:
         return Outcome("unsupported", note=str(exc) or "not modelled")
+    except _TooLarge:
+        return Outcome("unsupported", note=f"more than {MAX_LOAD} bytes in one line")
     if st.bind is not None:
         env[st.bind] = outcome.value
     values = dict(outcome.outs)

@@ -190,7 +190,7 @@ static int name_index(const char *s, int len)
 }
 
 /* ------------------------------------------------------------------ syntax tree */
-enum { N_NUM, N_NAME, N_IDENT, N_UNARY, N_BIN, N_CALL, N_STR, N_LIT, N_FILL, N_CONCAT, N_STRUCT };
+enum { N_NUM, N_NAME, N_IDENT, N_UNARY, N_BIN, N_CALL, N_STR, N_LIT, N_FILL, N_RAMP, N_CONCAT, N_STRUCT };
 
 struct node {
 	int kind;
@@ -401,6 +401,10 @@ static int parse_primary(struct parser *p)
 				if (n != 2)
 					die("line %d: fill takes two arguments: fill(BYTE, COUNT)", lineno);
 				nd = new_node(N_FILL);
+			} else if (tok_is(t, "ramp")) {
+				if (n != 3)
+					die("line %d: ramp takes three arguments: ramp(START, STEP, COUNT)", lineno);
+				nd = new_node(N_RAMP);
 			} else if (tok_is(t, "_IO") || tok_is(t, "_IOR") || tok_is(t, "_IOW") ||
 				   tok_is(t, "_IOWR")) {
 				if (n != (tok_is(t, "_IO") ? 2 : 3))
@@ -760,6 +764,19 @@ static int eval_bytes(int nd, struct buf *b)
 			buf_add(b, &byte, 1);
 		}
 		return 0;
+	case N_RAMP: {
+		unsigned long long step;
+		if (eval_int(kids[n->kids], &v) || eval_int(kids[n->kids + 1], &step) ||
+		    eval_int(kids[n->kids + 2], &c))
+			return -1;
+		if (c > MAX_LOAD)
+			c = MAX_LOAD + 1;  /* refused by the caller */
+		for (unsigned long long i = 0; i < c; i++) {
+			unsigned char byte = (unsigned char)((v & 0xff) + i * (step & 0xff));
+			buf_add(b, &byte, 1);
+		}
+		return 0;
+	}
 	}
 	die("line %d: not bytes", lineno);
 	return -1;
@@ -793,7 +810,14 @@ static void digest(const unsigned char *p, size_t n, struct buf *d)
 		if (i == 0 || p[i] != p[i - 1])
 			runs++;
 	if (runs > 16) {
-		snprintf(tmp, sizeof tmp, "crc32:%08x:%zu", crc32_of(p, n), n);
+		unsigned char step = (unsigned char)(p[1] - p[0]);
+		size_t k = 1;
+		while (k < n && p[k] == (unsigned char)(p[k - 1] + step))
+			k++;
+		if (k == n)
+			snprintf(tmp, sizeof tmp, "ramp:%02x:%02x:%zu", p[0], step, n);
+		else
+			snprintf(tmp, sizeof tmp, "crc32:%08x:%zu", crc32_of(p, n), n);
 		buf_add(d, tmp, strlen(tmp));
 		return;
 	}
@@ -1548,10 +1572,12 @@ static void print_node(int nd)
 		printf("]");
 		return;
 	case N_FILL:
-		printf("fill(");
-		print_node(kids[n->kids]);
-		printf(", ");
-		print_node(kids[n->kids + 1]);
+	case N_RAMP:
+		printf(n->kind == N_FILL ? "fill(" : "ramp(");
+		for (int i = 0; i < n->nkids; i++) {
+			printf(i ? ", " : "");
+			print_node(kids[n->kids + i]);
+		}
 		printf(")");
 		return;
 	case N_STRUCT:
