@@ -68,6 +68,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--console-log", metavar="FILE", help="where to save the VM's console")
     p.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+    p.add_argument("--diff-only", action="store_true", help="print only the lines that differ")
     p.set_defaults(func=run)
 
 
@@ -146,11 +147,12 @@ def _replay(args: argparse.Namespace, script: Script | None, width: int, color: 
         )
     comparison = replay_record(record, args.spec)
     comparison.notes.insert(0, f"recorded answers: {args.replay}")
-    return _print(comparison, width, color)
+    return _print(comparison, width, color, args.diff_only)
 
 
-def _print(comparison: Comparison, width: int, color: bool) -> int:
-    sys.stdout.write(format_comparison(comparison, width=width, color=color))
+def _print(comparison: Comparison, width: int, color: bool, only: bool = False) -> int:
+    text = format_comparison(comparison, width=width, color=color, only_differences=only)
+    sys.stdout.write(text)
     return 0 if comparison.agree else 1
 
 
@@ -212,4 +214,4 @@ def _real(args: argparse.Namespace, script: Script, cache: Path, width: int, col
             accel=vm.accel,
         )
         comparison.notes.append(f"recorded the kernel's answers in {args.record}")
-    return _print(comparison, width, color)
+    return _print(comparison, width, color, args.diff_only)

@@ -27,7 +27,7 @@ from ..kernel import Kernel
 from ..process import Process
 from ..uapi import UapiStruct
 from .abi import CONSTANTS, IOCTL_STRUCTS
-from .outcome import _cstring
+from .outcome import cstring
 from .script import digest
 
 __all__ = ["export_named", "export_run", "recording"]
@@ -162,6 +162,9 @@ def _flags(value: int, group: str) -> str:
     elif group == "sync":
         parts.append("DMA_BUF_SYNC_END" if value & 4 else "DMA_BUF_SYNC_START")
         rest &= ~4
+        if rest & 3 == 3:
+            parts.append("DMA_BUF_SYNC_RW")
+            rest &= ~3
     for n, v in sorted(names, key=lambda x: x[1]):
         if rest & v and n not in parts:
             parts.append(n)
@@ -191,7 +194,7 @@ def _bytes_expr(data: bytes) -> str:
     if kind == "ramp":
         start, step, count = body.split(":")
         return f"ramp(0x{start}, {int(step, 16)}, {count})"
-    return _cstring(data)
+    return cstring(data)
 
 
 @define
@@ -243,6 +246,8 @@ class _Writer:
                 request.startswith("DRM_IOCTL_PRIME") and f.name == "flags"
             ):
                 text = _flags(int(value), "open")
+            elif request == "UDMABUF_CREATE" and f.name == "flags":
+                text = "UDMABUF_FLAGS_CLOEXEC" if value == 1 else str(value)
             elif request.startswith("DMA_BUF") and f.name == "flags":
                 text = _flags(int(value), "sync")
             else:
@@ -265,7 +270,7 @@ class _Writer:
         text = ""
         if name == "open":
             flags = _flags(a[1] if len(a) > 1 else 0, "open")
-            text = f"open({_cstring(a[0].encode())}, {flags})"
+            text = f"open({cstring(a[0].encode())}, {flags})"
             bind = self.bind_fd(pid, c.result) if ok else ""
         elif name in ("close", "dup", "fdinfo"):
             text = f"{name}({self.fd(pid, a[0])})"
@@ -291,7 +296,7 @@ class _Writer:
                 bind = self.bind_fd(pid, c.result)
         elif name == "memfd_create":
             flags = _flags(a[1] if len(a) > 1 else 0, "memfd")
-            text = f"memfd_create({_cstring(a[0].encode())}, {flags})"
+            text = f"memfd_create({cstring(a[0].encode())}, {flags})"
             bind = self.bind_fd(pid, c.result) if ok else ""
         elif name == "ftruncate":
             text = f"ftruncate({self.fd(pid, a[0])}, {a[1]})"
@@ -358,7 +363,7 @@ class _Writer:
                 elif binds:
                     bind = f"{c.result} {{{', '.join(binds)}}}"
         elif isinstance(arg, str):
-            arg_text = _cstring(arg.encode())
+            arg_text = cstring(arg.encode())
         elif isinstance(arg, (bytes, bytearray)):
             arg_text = f"0  # (a packed struct of {len(arg)} bytes: not expressible)"
         else:

@@ -158,7 +158,10 @@ def _extract_deb(deb: Path, into: Path) -> None:
                 fh.write(body)
                 fh.flush()
                 with tarfile.open(fh.name) as tar:
-                    tar.extractall(into, filter="data")
+                    if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4
+                        tar.extractall(into, filter="data")
+                    else:  # pragma: no cover
+                        tar.extractall(into)  # a Debian package apt downloaded
             return
     raise ToolMissing(f"{deb} has no data archive")
 

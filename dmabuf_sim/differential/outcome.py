@@ -30,7 +30,7 @@ from .script import (
     normalise_expectation,
 )
 
-__all__ = ["Outcome", "RenderedLine", "render", "render_all"]
+__all__ = ["Outcome", "RenderedLine", "cstring", "render", "render_all"]
 
 KINDS = ("ok", "errno", "signal", "skipped", "oops", "unsupported", "not run")
 
@@ -100,7 +100,8 @@ class RenderedLine:
 
 
 # -- rendering -------------------------------------------------------------------------------
-def _cstring(data: bytes) -> str:
+def cstring(data: bytes) -> str:
+    """``data`` as a script string literal (printable ASCII as is, the rest ``\\xHH``)."""
     out = []
     for b in data:
         ch = chr(b)
@@ -119,7 +120,7 @@ def render_digest(digest: str) -> str:
     """A bytes digest as a script expression (``"abc"``, ``fill(0x00, 4096)``)."""
     kind, _, body = digest.partition(":")
     if kind == "hex":
-        return _cstring(bytes.fromhex(body))
+        return cstring(bytes.fromhex(body))
     if kind == "runs":
         parts = []
         for run in body.split(","):
@@ -162,7 +163,7 @@ def _maps_text(raw: str, addr: int) -> str:
     start, end = int(m["start"], 16), int(m["end"], 16)
     name = m["name"].strip()
     text = f"-{addr - start:#x}..+{end - addr:#x} {m['perms']} {m['off']} {name}".rstrip()
-    return _cstring(text.encode())
+    return cstring(text.encode())
 
 
 def _fdinfo_text(raw: str) -> str:
@@ -172,7 +173,7 @@ def _fdinfo_text(raw: str) -> str:
         for line in raw.splitlines()
         if line.strip() and not line.startswith(("ino:", "mnt_id:"))
     ]
-    return _cstring("; ".join(keep).encode())
+    return cstring("; ".join(keep).encode())
 
 
 def _struct_outs(st: Statement, outcome: Outcome) -> str:

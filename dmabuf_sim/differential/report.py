@@ -67,11 +67,15 @@ def _statement(line: RenderedLine) -> str:
     return prefix + st.call_text
 
 
-def format_comparison(c: Comparison, *, width: int = 120, color: bool = False) -> str:
-    """The two sides next to each other, then the verdict."""
+def format_comparison(
+    c: Comparison, *, width: int = 120, color: bool = False, only_differences: bool = False
+) -> str:
+    """The two sides next to each other (or only the lines that differ), then the verdict."""
     rows = []
     for r in c.rows:
         mark = "!" if r.differs else ("?" if r in (x for _, x in c.unmet) else " ")
+        if only_differences and mark == " ":
+            continue
         rows.append((mark, r.line, _statement(r.sim), (r.sim.text, r.kernel.text)))
     heads = ("statement", f"simulator ({c.spec})", c.kernel_label)
     body = _table(heads, rows, width, color)

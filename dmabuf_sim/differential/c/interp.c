@@ -555,7 +555,7 @@ static const struct script_field *find_field(const struct script_struct *s, cons
 
 static void parse_statement(char *line)
 {
-	static struct tok toks[MAX_LINE / 2];
+	static struct tok toks[65536];
 	int n = tokenise(line, toks, (int)(sizeof toks / sizeof toks[0]));
 	if (!n)
 		return;
@@ -621,8 +621,16 @@ static void parse_statement(char *line)
 			st->args[i] = c;
 		}
 	}
-	if (st->op == OP_IOCTL)
+	if (st->op == OP_IOCTL) {
 		st->layout = find_layout(st->args[1]);
+		if (st->nargs == 3 && nodes[st->args[2]].kind == N_STRUCT) {
+			if (!st->layout)
+				die("line %d: a {struct} argument needs a request whose layout is known", lineno);
+			for (int k = 0; k < nodes[st->args[2]].nkids; k++)
+				if (!find_field(st->layout, nodes[st->args[2]].fields[k]))
+					die("line %d: struct has no field %s", lineno, nodes[st->args[2]].fields[k]);
+		}
+	}
 	if (at(&p, "=")) {
 		take(&p, "=", -1);
 		int start = p.pos;
