@@ -201,16 +201,15 @@ def _ok_text(st: Statement, outcome: Outcome, env: Mapping[str, int]) -> str:
     value = outcome.value
     if st.op == "ioctl":
         layout = _layout_of(st)
-        kind = "fd" if layout is not None and layout.returns_fd else "int"
-        return (st.bind or ("fd" if kind == "fd" else str(_signed(value)))) + _struct_outs(
-            st, outcome
-        )
+        if layout is not None and layout.returns_fd:
+            return (st.bind or "fd") + _struct_outs(st, outcome)
+        return str(_signed(value)) + _struct_outs(st, outcome)
     if st.op == "fcntl":
         cmd = _eval_or_none(st.args[1], env)
         if cmd in (CONSTANTS["F_DUPFD"], CONSTANTS["F_DUPFD_CLOEXEC"]):
             kind = "fd"
         elif cmd == CONSTANTS["F_GETFL"]:
-            return st.bind or (f"0{value:o}" if value else "0")  # octal, as C writes flags
+            return f"0{value:o}" if value else "0"  # octal, as C writes flags
     if kind in ("fd", "proc"):
         return st.bind or kind
     if kind == "addr":
@@ -226,7 +225,7 @@ def _ok_text(st: Statement, outcome: Outcome, env: Mapping[str, int]) -> str:
             addr = _eval_or_none(st.args[0], env)
             return _maps_text(outcome.data, addr or 0)
         return _fdinfo_text(outcome.data)
-    return st.bind or str(_signed(value))
+    return str(_signed(value))  # a number is compared even when a name keeps it
 
 
 def _signed(value: int) -> int:

@@ -78,7 +78,7 @@ def format_comparison(
             continue
         rows.append((mark, r.line, _statement(r.sim), (r.sim.text, r.kernel.text)))
     heads = ("statement", f"simulator ({c.spec})", c.kernel_label)
-    body = _table(heads, rows, width, color)
+    body = _table(heads, rows, width, color) if rows or not only_differences else []
     return "\n".join([*(f"note: {n}" for n in c.notes), *body, verdict(c)]) + "\n"
 
 

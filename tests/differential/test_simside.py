@@ -137,3 +137,14 @@ def test_expectations_are_checked() -> None:
     )
     met = [r.expectation_met for r in render_all(script, run_on_simulator(script, "v6.12"))]
     assert met == [None, True, False, True]
+
+
+def test_a_bound_number_is_still_compared() -> None:
+    """Only fds, addresses, processes and handles print as names; numbers print as numbers."""
+    texts = _texts(
+        "dmabuf(vgem, 4096, O_RDWR) = $b\n"
+        "lseek($b, 0, SEEK_END) = $end\n"
+        "fcntl($b, F_GETFL) = $fl\n"
+        "lseek($b, $end - 1, SEEK_SET)\n"
+    )
+    assert texts == ["$b", "4096", "02", "4095"]
