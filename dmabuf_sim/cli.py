@@ -9,7 +9,8 @@ Subcommands:
                 side is the bug;
 ``specs``       the spec versions and the behaviours that tell them apart;
 ``check``       run the conformance kit on an exporter (yours or a registered one);
-``functions``   every simulated kernel function and the kernel file it mirrors.
+``functions``   every simulated kernel function and the kernel file it mirrors;
+``differential`` a syscall script on the simulator and on a real kernel in a VM.
 
 Every command that runs a kernel defaults to :data:`~dmabuf_sim.spec.DEFAULT_SPEC`
 and names the spec it used in its first line.  Usage errors end in one line on
@@ -246,6 +247,14 @@ def _run_named(args: argparse.Namespace) -> int:
             "scenarios run",
             f"unknown exporter {args.exporter!r}; choose one of {', '.join(EXPORTERS)}",
         )
+    if args.script:  # the run as a syscall script, for 'dmabuf-sim differential'
+        from .differential.export import export_named
+
+        try:
+            sys.stdout.write(export_named(name, args.spec, args.exporter))
+        except ValueError as exc:
+            return _fail("scenarios run", str(exc))
+        return 0
     kind = "sequence" if args.picture_kind == "sequence" else "state"
     for option, path, problem in (
         ("--picture", args.picture, args.picture and _picture_problem(args.picture, kind)),
@@ -387,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     scen.add_argument(
         "--html", metavar="FILE", help="write the step-through view (one HTML file, every spec)"
     )
+    scen.add_argument(
+        "--script", action="store_true", help="print the run as a syscall script (differential)"
+    )
     scen.set_defaults(func=_cmd_scenarios)
     diff = sub.add_parser(
         "diff-specs", help="run a story under two kernels; show differences and the bug"
@@ -414,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_cmd_check)
     funcs = sub.add_parser("functions", help="simulated kernel functions and their C files")
     funcs.set_defaults(func=_cmd_functions)
+    from .differential.command import add_parser as add_differential
+
+    add_differential(sub)
     return parser
 
 

@@ -46,7 +46,9 @@ def _fops(kernel: Kernel) -> FileOperations:
 
 @kernel_function("sync_file_create", file="drivers/dma-buf/sync_file.c")
 def sync_file_create(kernel: Kernel, fence: DmaFence) -> File:
-    return anon_inode_getfile(kernel, "sync_file", _fops(kernel), fence, 0o2)
+    # sync_file_alloc(): anon_inode_getfile("sync_file", &sync_file_fops, sync_file, 0), so
+    # the file is O_RDONLY (fdinfo "flags: 02000000" on the recorded kernels)
+    return anon_inode_getfile(kernel, "sync_file", _fops(kernel), fence, 0)
 
 
 @kernel_function("sync_file_get_fence", file="drivers/dma-buf/sync_file.c")
