@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
+from .conformance.budget import DEEP, DEFAULT_EXAMPLES, DEFAULT_STEPS
 from .spec import DEFAULT_SPEC, SPECS, Spec
 
 __all__ = ["main"]
@@ -174,7 +175,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     from .conformance.kit import UsageError, check_exporter
 
-    specs = args.spec or ["latest"]
+    specs = args.spec or [DEFAULT_SPEC]
+    examples, steps = DEEP if args.deep else (args.max_examples, args.steps)
+    if args.deep and args.max_examples is not None:
+        examples = args.max_examples
     failed = False
     for spec in specs:
         start = time.monotonic()
@@ -186,16 +190,21 @@ def _cmd_check(args: argparse.Namespace) -> int:
             report = check_exporter(
                 args.exporter,
                 spec=spec,
-                max_examples=args.max_examples,
+                max_examples=examples or DEFAULT_EXAMPLES,
+                steps=steps,
                 shrink=not args.no_shrink,
+                database=args.db,
+                explore_after_failure=args.explore_anyway,
                 progress=None if args.quiet else progress,
             )
         except UsageError as exc:
             print(f"dmabuf-sim check: {exc}", file=sys.stderr)
             return 2
+        if args.verbose:
+            print(report.verbose())
         print(report.summary())
         if not args.quiet:
-            print(f"  ({time.monotonic() - start:.1f} s)")
+            print(f"  [{spec}] done in {time.monotonic() - start:.1f} s", file=sys.stderr)
         failed = failed or not report.ok
     return 1 if failed else 0
 
@@ -419,9 +428,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="a registered exporter name, MODULE:ATTR or path/to/file.py:ATTR naming a factory"
         " make(kernel, size, flags) -> DmaBuf or a class with export(kernel, size, flags)",
     )
-    check.add_argument("--spec", action="append", choices=list(SPECS), help="repeatable")
-    check.add_argument("--max-examples", type=int, default=100)
+    check.add_argument(
+        "--spec",
+        action="append",
+        choices=list(SPECS),
+        help=f"repeatable (default {DEFAULT_SPEC})",
+    )
+    check.add_argument(
+        "--max-examples",
+        type=int,
+        default=None,
+        help=f"random programs to run (default {DEFAULT_EXAMPLES}, about a second)",
+    )
+    check.add_argument(
+        "--steps", type=int, default=DEFAULT_STEPS, help="steps per random program at most"
+    )
+    check.add_argument(
+        "--deep",
+        action="store_true",
+        help=f"a deeper budget: {DEEP[0]} random programs of up to {DEEP[1]} steps",
+    )
+    check.add_argument(
+        "--db",
+        metavar="DIR",
+        help="keep failing random programs in DIR and try them first next time (edit-test loop)",
+    )
+    check.add_argument(
+        "--explore-anyway",
+        action="store_true",
+        help="explore at random even when a directed program already failed",
+    )
     check.add_argument("--no-shrink", action="store_true", help="report the first failure found")
+    check.add_argument("-v", "--verbose", action="store_true", help="list every check and rule")
     check.add_argument("--quiet", action="store_true", help="no progress lines")
     check.set_defaults(func=_cmd_check)
     funcs = sub.add_parser("functions", help="simulated kernel functions and their C files")

@@ -39,6 +39,7 @@ __all__ = [
     "KernelOops",
     "Signal",
     "TaskHung",
+    "UsageError",
     "errname",
     "os_error",
 ]
@@ -77,8 +78,12 @@ class DmaBufSimError(Exception):
     """Base class of every exception the simulator defines (except OSError)."""
 
 
-class BadUsage(DmaBufSimError, ValueError):
-    """The Python API was used in a way no kernel call corresponds to."""
+class UsageError(DmaBufSimError, ValueError):
+    """The Python API was used in a way no kernel call corresponds to (the message says what to
+    do instead): the one usage-error class of the simulator and its conformance kit."""
+
+
+BadUsage = UsageError  # the earlier name
 
 
 @define(eq=False, auto_exc=True)

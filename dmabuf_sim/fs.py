@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import define, field
 
+from .errors import KernelOops
 from .mm.interval_tree import IntervalTree
 from .module import Module, module_put
 from .trace import kernel_function
@@ -230,7 +231,10 @@ class File:
 def get_file(file: File) -> File:
     """Take a reference on ``file`` and return it."""
     if file.f_count <= 0:
-        raise AssertionError(f"get_file on a released file {file.path()} (use after free)")
+        # KASAN would report a use-after-free here; refcount_t would saturate and WARN.
+        raise KernelOops(
+            "get_file", f"{file.path()} was already released (use after free)", rule="SAN-REFCOUNT"
+        )
     file.f_count += 1
     return file
 
@@ -239,7 +243,9 @@ def get_file(file: File) -> File:
 def fput(file: File) -> None:
     """Drop a reference; the last one calls ``f_op->release`` then the dentry release."""
     if file.f_count <= 0:
-        raise AssertionError(f"fput on a released file {file.path()} (refcount underflow)")
+        raise KernelOops(
+            "fput", f"{file.path()} was already released (refcount underflow)", rule="SAN-REFCOUNT"
+        )
     file.f_count -= 1
     if file.f_count == 0:
         _fput_final(file)

@@ -1,7 +1,8 @@
 """A dma-buf exporter in 20 lines: contiguous pages, an eager cached mapping, cache sync.
 
-Check it:  dmabuf-sim check examples/my_exporter.py:MyExporter --spec v6.12
-      or:  pytest --dmabuf-exporter=examples.my_exporter:MyExporter
+Check it:  dmabuf-sim check examples/my_exporter.py:MyExporter
+      or:  pytest examples/my_exporter.py --dmabuf-exporter=examples/my_exporter.py:MyExporter
+           (naming this file, which holds no tests, runs only the kit's checks)
 """
 
 from dmabuf_sim.device import (

@@ -3,7 +3,8 @@
 Each example runs in a subprocess with this interpreter from the repository root, as
 ``python examples/NAME.py`` would; the test then checks the concrete values it prints
 (thumbnail pixels, PTE counts, errnos, stale-read counts...), not just the exit code.
-my_exporter.py and my_broken_exporter.py are covered by tests/conformance.
+my_exporter.py, my_broken_exporter.py and every_spec_exporter.py are covered by
+tests/conformance.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-NOT_HERE = {"my_exporter.py", "my_broken_exporter.py"}  # tests/conformance runs them
+NOT_HERE = {
+    "my_exporter.py",
+    "my_broken_exporter.py",
+    "every_spec_exporter.py",
+}  # tests/conformance runs them
 TESTED = {
     "cpu_fallback_thumbnail.py",
     "importer_mmap.py",

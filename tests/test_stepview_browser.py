@@ -198,7 +198,11 @@ def test_step_through_a_scenario_in_chromium(browser: WebDriver, tmp_path: Path)
     wd.click("#last")
     assert_shows(wd, old[-1], len(old) - 1, len(old))
     ending = wd.text("#endings tr.current")
-    assert ending.startswith("v3.5") and "SAN-OTHER-BUFFER violated" in ending and "(R26)" in ending
+    assert (
+        ending.startswith("v3.5")
+        and "SAN-OTHER-BUFFER violated" in ending
+        and "(R26, R56)" in ending
+    )
     zap = next(i for i, f in enumerate(old) if "shot down 4 PTEs in 2 vmas" in f.narration)
     wd.click(f"#timeline li:nth-child({zap + 1})")
     assert_shows(wd, old[zap], zap, len(old))

@@ -157,11 +157,25 @@ def test_vm_fault_codes_are_named_not_numbered() -> None:
 
 
 def test_harness_probe_calls_are_hidden_on_request() -> None:
+    """Calls made through a harness device (kit-probe) are hidden; the story's own stay."""
     from dmabuf_sim.conformance.scenarios import SCENARIOS, Harness
+    from dmabuf_sim.device import DMA_BIDIRECTIONAL, Device
+    from dmabuf_sim.dma_buf import (
+        dma_buf_attach,
+        dma_buf_detach,
+        dma_buf_map_attachment_unlocked,
+        dma_buf_unmap_attachment_unlocked,
+    )
 
     h = Harness.create(EXPORTERS["system_heap"], "v6.12")
     h.kernel.tracer.enabled = True
     SCENARIOS["round-trip"](h)
+    probe = Device(h.kernel, "kit-probe", coherent=True)
+    dmabuf = h.world.buffers[0].dmabuf
+    a = dma_buf_attach(dmabuf, probe)  # a harness looking at the pages behind the story's back
+    sgt = dma_buf_map_attachment_unlocked(a, DMA_BIDIRECTIONAL)
+    dma_buf_unmap_attachment_unlocked(a, sgt, DMA_BIDIRECTIONAL)
+    dma_buf_detach(dmabuf, a)
     events = h.kernel.tracer.events
     assert any("kit-probe" in ev.args for ev in events)
     shown = hide_harness(events)

@@ -158,7 +158,7 @@ def test_cli_scenarios_list_and_run(capsys: pytest.CaptureFixture[str], tmp_path
     )
     out = capsys.readouterr().out
     assert code == 1
-    assert "SAN-OTHER-BUFFER violated" in out and "(R26)" in out
+    assert "SAN-OTHER-BUFFER violated" in out and "(R26, R56)" in out
     root = ET.fromstring(svg.read_text())
     text = "".join(root.itertext())
     assert "anon_inode:dmabuf" in text and "shared by 2 files" in text
@@ -305,7 +305,8 @@ def test_cli_strace_trace_hides_the_harness(capsys: pytest.CaptureFixture[str]) 
     assert main(["scenarios", "run", "round-trip", "--trace", "text"]) == 0
     assert "kit-probe" not in capsys.readouterr().out
     assert main(["scenarios", "run", "round-trip", "--trace", "text", "--full-trace"]) == 0
-    assert "attach(kit-probe)" in capsys.readouterr().out  # asked for: shown
+    full = capsys.readouterr().out
+    assert "fget()" in full and "get_file()" in full  # plumbing, asked for: shown
 
 
 def test_cli_skipped_scenarios_suggest_what_works(capsys: pytest.CaptureFixture[str]) -> None:
@@ -414,8 +415,8 @@ def test_cli_compact_sequence_picture(capsys: pytest.CaptureFixture[str], tmp_pa
         root = ET.fromstring(path.read_text())
         calls = int(re.search(r"(\d+) calls", "".join(root.itertext())).group(1))  # type: ignore[union-attr]
         sizes[bool(extra)] = (calls, float(root.get("height", "0")))
-    assert sizes[False][0] < sizes[True][0] * 0.7  # 59 calls instead of 90
-    assert sizes[False][1] < sizes[True][1] * 0.6  # and leaf calls take one row
+    assert sizes[False][0] < sizes[True][0] * 0.8  # 59 calls instead of 79
+    assert sizes[False][1] < sizes[True][1] * 0.7  # and leaf calls take one row
     capsys.readouterr()
 
 

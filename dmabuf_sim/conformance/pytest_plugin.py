@@ -4,10 +4,12 @@ Registered through the ``pytest11`` entry point, so installing dmabuf_sim is
 enough.  Without ``--dmabuf-exporter`` it does nothing at all (it loads in
 every pytest session once installed, so it imports nothing heavy up front).
 
-With the option, the session gains one test item per scenario of the shared
-suite plus one for the state machine, for each exporter and spec given.  A
+With the option, the session gains one test item per directed program of the
+kit plus one for its random programs, for each exporter and spec given.  A
 failing item reports the broken rule, what the simulator saw, and the
-shortest sequence of steps as runnable Python.
+shortest program that breaks it as runnable Python.  To run only the kit in
+a project that has tests of its own, name a path without tests (for example
+the exporter's own file): ``pytest mypkg/myexporter.py --dmabuf-exporter=...``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ from typing import Any
 
 import pytest
 
+from ..spec import DEFAULT_SPEC
+from .budget import DEEP, DEFAULT_EXAMPLES
+
 __all__ = ["pytest_addoption", "pytest_collection_modifyitems", "pytest_configure"]
+
+_EXPLORE = "random-programs"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -26,21 +33,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         default=[],
         metavar="MODULE:ATTR",
-        help="exporter to check: a factory make(kernel, size, flags) -> DmaBuf, an object with"
-        " export(kernel, size, flags), or a registered name (repeatable)",
+        help="exporter to check: a factory make(kernel, size, flags) -> DmaBuf, a class or"
+        " object with export(kernel, size, flags), or a registered name (repeatable);"
+        " MODULE may also be path/to/file.py",
     )
     group.addoption(
         "--dmabuf-spec",
         action="append",
         default=[],
         metavar="SPEC",
-        help="kernel spec to check against (repeatable; default: latest)",
+        help=f"kernel spec to check against (repeatable; default: {DEFAULT_SPEC})",
     )
     group.addoption(
         "--dmabuf-max-examples",
         type=int,
-        default=100,
-        help="hypothesis examples for the state machine (default 100)",
+        default=DEFAULT_EXAMPLES,
+        help=f"random programs to run (default {DEFAULT_EXAMPLES})",
+    )
+    group.addoption(
+        "--dmabuf-deep",
+        action="store_true",
+        help=f"a deeper budget: {DEEP[0]} random programs of up to {DEEP[1]} steps",
+    )
+    group.addoption(
+        "--dmabuf-db",
+        metavar="DIR",
+        default=None,
+        help="keep failing random programs in DIR and try them first next time",
     )
 
 
@@ -53,33 +72,41 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     exporters = config.getoption("--dmabuf-exporter")
     if not exporters:
         return None
-    specs = config.getoption("--dmabuf-spec") or ["latest"]
+    specs = config.getoption("--dmabuf-spec") or [DEFAULT_SPEC]
     return f"dmabuf_sim kit: exporters {', '.join(exporters)}; specs {', '.join(specs)}"
 
 
 class KitItem(pytest.Item):
-    """One scenario (or the state machine) for one exporter and spec."""
+    """One directed program (or the random programs) for one exporter and spec."""
 
-    def __init__(
-        self, *, exporter: Any, spec: str, check: str, max_examples: int, **kwargs: Any
-    ) -> None:
+    def __init__(self, *, exporter: Any, spec: str, check: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.exporter = exporter
         self.spec = spec
         self.check = check
-        self.max_examples = max_examples
         self.add_marker("dmabuf_kit")
 
     def runtest(self) -> None:
         from .kit import check_exporter
 
-        if self.check == "state-machine":
+        config = self.config
+        if self.check == _EXPLORE:
+            examples, steps = (
+                DEEP
+                if config.getoption("--dmabuf-deep")
+                else (config.getoption("--dmabuf-max-examples"), 30)
+            )
             report = check_exporter(
-                self.exporter, spec=self.spec, scenarios=[], max_examples=self.max_examples
+                self.exporter,
+                spec=self.spec,
+                programs=[],
+                max_examples=examples,
+                steps=steps,
+                database=config.getoption("--dmabuf-db"),
             )
         else:
             report = check_exporter(
-                self.exporter, spec=self.spec, scenarios=[self.check], machine=False
+                self.exporter, spec=self.spec, programs=[self.check], machine=False
             )
         result = report.results[0]
         if result.status == "skipped":
@@ -104,13 +131,11 @@ def pytest_collection_modifyitems(
     names = config.getoption("--dmabuf-exporter")
     if not names:
         return
-    from .kit import UsageError, resolve_exporter
-    from .scenarios import SCENARIOS
-
-    specs = config.getoption("--dmabuf-spec") or ["latest"]
-    max_examples = config.getoption("--dmabuf-max-examples")
     from ..spec import get_spec
+    from .kit import UsageError, resolve_exporter
+    from .programs import PROGRAMS
 
+    specs = config.getoption("--dmabuf-spec") or [DEFAULT_SPEC]
     for spec in specs:
         try:
             get_spec(spec)
@@ -122,14 +147,13 @@ def pytest_collection_modifyitems(
         except UsageError as exc:
             raise pytest.UsageError(f"--dmabuf-exporter={name}: {exc}") from None
         for spec in specs:
-            for check in [*SCENARIOS, "state-machine"]:
+            for check in [*PROGRAMS, _EXPLORE]:
                 items.append(
                     KitItem.from_parent(
                         session,
                         name=f"dmabuf-kit[{exporter.name}-{spec}-{check}]",
-                        exporter=exporter,
+                        exporter=name,
                         spec=spec,
                         check=check,
-                        max_examples=max_examples,
                     )
                 )

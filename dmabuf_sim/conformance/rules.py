@@ -109,7 +109,10 @@ class Rule:
 _ALL: Final = tuple(SPECS)
 _MMAP: Final = tuple(name for name, spec in SPECS.items() if spec.has_mmap_fop)  # not v3.4
 _OLD: Final = ("rfc-2012", "v3.5")
-_MODERN: Final = ("v6.1", "v6.12", "latest")
+_MODERN: Final = ("v5.10", "v6.1", "v6.12", "v6.19", "latest")
+_SIX: Final = ("v6.1", "v6.12", "v6.19", "latest")
+"""Modern specs but 5.10: SET_NAME while attached (EBUSY until ~5.16), the sync_file
+ioctls (6.0), vmap returning an errno (5.11), the heaps and udmabuf (off in Debian's 5.10)."""
 _V35_ON: Final = ("v3.5", *_MODERN)
 
 _REC: Final = "recorded Linux 6.12"
@@ -477,7 +480,7 @@ _KERNEL_RULES: Final = (
         " EFAULT for a bad pointer; a name of at most 31 characters succeeds even while"
         " attached and shows in fdinfo as name: and in /proc/pid/maps as /dmabuf:<name>.",
         " (§4.1, §4.5); K61, K619; " + _REC,
-        _MODERN,
+        _SIX,
     ),
     _kernel(
         49,
@@ -502,7 +505,7 @@ _KERNEL_RULES: Final = (
         " EINVAL; EXPORT_SYNC_FILE on a buffer without fences returns an already signalled"
         " sync_file.",
         " (§4.5); K61, K619",
-        _MODERN,
+        _SIX,
     ),
     _kernel(
         52,
@@ -526,7 +529,7 @@ _KERNEL_RULES: Final = (
         " repeated vmaps return the same address and only the last vunmap calls the"
         " exporter.",
         " (§2.7, §4.9); K342, K61, K619",
-        _MODERN,
+        _SIX,
     ),
     _kernel(
         55,
@@ -550,7 +553,7 @@ _KERNEL_RULES: Final = (
         "An exporter mmap that rejects non-shared VMAs (CMA heap, udmabuf) makes a"
         " MAP_PRIVATE mmap(2) fail EINVAL.",
         " (§6.2, §6.3); K61, K619; " + _REC,
-        _MODERN,
+        _SIX,
     ),
     _kernel(
         58,
@@ -639,8 +642,9 @@ _SEED_RULES: Final = (
 _SANITIZER_RULES: Final = (
     Rule(
         "SAN-REFCOUNT",
-        "Every dma-buf file's reference count equals the number of its holders: fds, vmas and"
-        " kernel references.",
+        "While a buffer lives its dma-buf file holds at least one reference per holder (fd,"
+        " vma, kernel reference); once the last holder is gone no reference is left and the"
+        " buffer is released.",
         _SAN_SRC,
         _ALL,
         "sanitizer",
@@ -692,6 +696,54 @@ _SANITIZER_RULES: Final = (
     Rule(
         "SAN-OTHER-BUFFER",
         "Leaving the CPU domain on one buffer never zaps the PTEs of another buffer's mapping.",
+        _SAN_SRC,
+        _ALL,
+        "sanitizer",
+    ),
+    Rule(
+        "SAN-LEAK",
+        "Once a buffer is released every page it used goes back to the page allocator and"
+        " every kernel mapping made of it with vmap is gone; nothing is left when every"
+        " process has exited.",
+        _SAN_SRC,
+        _ALL,
+        "sanitizer",
+    ),
+    Rule(
+        "SAN-SGT",
+        "map_dma_buf hands a device an sg table that covers the whole buffer, page for page"
+        " the memory the CPU maps.",
+        _SAN_SRC,
+        _ALL,
+        "sanitizer",
+    ),
+    Rule(
+        "SAN-ACCESS",
+        "An access inside a live mapping of the buffer that its protection allows never"
+        " raises a signal.",
+        _SAN_SRC,
+        _ALL,
+        "sanitizer",
+    ),
+    Rule(
+        "SAN-OOPS",
+        "No step makes the kernel oops: no BUG_ON, NULL dereference or use after free in the"
+        " exporter or in what it calls.",
+        _SAN_SRC,
+        _ALL,
+        "sanitizer",
+    ),
+    Rule(
+        "SAN-BAD-PAGE",
+        "The page allocator never reports a bad page state (a page freed twice, freed while"
+        " mapped, or whose reference count an exporter dropped below its holders).",
+        _SAN_SRC,
+        _ALL,
+        "sanitizer",
+    ),
+    Rule(
+        "SAN-KERNEL-WARN",
+        "No WARN_ON fires while an exporter is used the way the protocol allows.",
         _SAN_SRC,
         _ALL,
         "sanitizer",

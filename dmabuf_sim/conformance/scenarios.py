@@ -77,7 +77,8 @@ class Harness:
     @classmethod
     def create(cls, exporter: ExporterInfo, spec: str | Spec) -> Harness:
         kernel = Kernel(spec)
-        world = World(kernel, ignores_vm_pgoff=exporter.capabilities.ignores_vm_pgoff)
+        caps = exporter.capabilities_for(kernel.spec)
+        world = World(kernel, ignores_vm_pgoff=caps.ignores_vm_pgoff)
         return cls(kernel, exporter, world, Device(kernel, "gpu"), kernel.spawn("app"))
 
     # -- buffers -------------------------------------------------------------------
@@ -204,12 +205,10 @@ def scenario_fork(h: Harness) -> None:
     data = _pattern(2 * PAGE, 3)
     h.cpu_write(h.proc, fd, buf, addr, data)
     child = h.proc.fork()
-    h.world.add_mapping(child, addr, 2 * PAGE, buf)
     got = h.cpu_read(child, fd, buf, addr, 2 * PAGE)
     h.expect(got == data, "R18", "the child does not see the parent's data")
     h.cpu_write(child, fd, buf, addr + PAGE, b"child")
     child.exit()
-    h.world.forget_process(child)
     h.check()
     got = h.cpu_read(h.proc, fd, buf, addr + PAGE, 5)
     h.expect(got == b"child", "R18", "the parent does not see the child's write")
@@ -245,12 +244,11 @@ def scenario_close_while_mapped(h: Harness) -> None:
     h.check(ALL_CHECKS)
     h.proc.write_memory(addr, b"still here")
     h.expect(h.proc.read_memory(addr, 10) == b"still here", "R17", "mapping lost after close")
-    if not h.exporter.capabilities.swaps_vm_file:
+    if not h.exporter.capabilities_for(h.kernel.spec).swaps_vm_file:
         # An exporter that swaps in its own file keeps its memory alive through that
         # file; the dma-buf itself may go with its last fd (the seed's design).
         h.expect(not buf.dmabuf.released, "R17", "buffer released while still mapped")
     h.proc.munmap(addr, PAGE)
-    h.world.mappings.clear()
     h.findings.extend(check_released(h.world))
     h.check(ALL_CHECKS)
 
@@ -265,8 +263,6 @@ def scenario_grow_past_end(h: Harness) -> None:
         h.expect(exc.errno == 14, "R33", f"growth refused with errno {exc.errno}, not EFAULT")
         h.check()
         return
-    h.world.mappings = [m for m in h.world.mappings if m.start != addr]
-    h.world.add_mapping(h.proc, new, 3 * PAGE, buf)
     try:
         h.proc.read_memory(new + 2 * PAGE, 1)
     except Signal as sig:
@@ -347,7 +343,7 @@ def scenario_import_into_vgem(h: Harness) -> None:
     h.world.add_mapping(h.proc, vaddr, 2 * PAGE, buf, 0)
     vma = h.proc.mm.vma_lookup(vaddr)
     assert vma is not None
-    if not h.exporter.capabilities.swaps_vm_file and h.exporter.name != "vgem":
+    if not h.exporter.capabilities_for(h.kernel.spec).swaps_vm_file and h.exporter.name != "vgem":
         h.expect(
             vma.vm_file is buf.dmabuf.file,
             "R22",
@@ -361,7 +357,6 @@ def scenario_import_into_vgem(h: Harness) -> None:
     h.check()
     h.proc.munmap(vaddr, 2 * PAGE)
     h.proc.munmap(addr, 2 * PAGE)
-    h.world.mappings.clear()
     h.proc.ioctl(card, DRM_IOCTL_GEM_CLOSE, DrmGemClose(handle=prime.handle))
     h.proc.close(card)
     h.proc.close(fd)

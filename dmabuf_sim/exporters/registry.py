@@ -39,8 +39,12 @@ class Capabilities:
     swaps_vm_file: bool = False
     """mmap puts the exporter's own file in vma->vm_file."""
     min_size: int = 4096
+    """The smallest buffer (bytes) the kit asks for."""
     ignores_vm_pgoff: bool = False
     """Pages are indexed from the vma start, not vm_pgoff (drm_gem_shmem; the R60 exception)."""
+    zero_filled: bool = True
+    """A fresh buffer reads as zeros (every in-tree exporter: heaps allocate with __GFP_ZERO,
+    udmabuf wraps a fresh memfd, GEM shmem objects start zeroed)."""
 
 
 @frozen
@@ -60,6 +64,22 @@ class ExporterInfo:
     """Scenarios the exporter is documented to fail (teaching defects, historical bugs)."""
     fails_on: tuple[str, ...] = ()
     """Specs on which the defect shows (empty: every spec)."""
+    capabilities_on: Callable[[Spec], Capabilities] | None = None
+    """What the exporter promises where that depends on the kernel (None: ``capabilities``)."""
+
+    def capabilities_for(self, spec: Spec) -> Capabilities:
+        """The capabilities the exporter has under ``spec``."""
+        return self.capabilities if self.capabilities_on is None else self.capabilities_on(spec)
+
+
+def _vgem_capabilities(spec: Spec) -> Capabilities:
+    # WC mapping: the CPU bypasses its cache, so it is coherent with DMA.  drm_gem_shmem
+    # (5.15+) indexes pages from the vma start, not vm_pgoff (R60); 5.10's own GEM code
+    # maps the object's shmem file at vm_pgoff.
+    # It also puts that shmem file in vm_file (vgem_prime_mmap), so the mapping holds the
+    # file, not the dma-buf, which may go with its last fd (R17 holds for the file).
+    helpers = spec.vgem_shmem_helpers
+    return Capabilities(coherent=True, ignores_vm_pgoff=helpers, swaps_vm_file=not helpers)
 
 
 def kernel_side(make_ops: Callable[[], Any]) -> Callable[[Process, int, int], int]:
@@ -218,16 +238,8 @@ def _build() -> dict[str, ExporterInfo]:
             "reference",
             _vgem,
             _modern,
-            # WC mapping: the CPU bypasses its cache, so it is coherent with DMA;
-            # drm_gem_shmem indexes pages from the vma start, not vm_pgoff (R60).
             Capabilities(coherent=True, ignores_vm_pgoff=True),
-            # 5.10's vgem (before the shmem helpers) maps the object's shmem file in
-            # place of the dma-buf: the vma holds no dma-buf reference (vgem_prime_mmap).
-            rules=("R17",),
-            defect="v5.10: the PRIME mapping holds the shmem file, not the dma-buf, so the"
-            " dma-buf goes at close while the mapping (and its pages) lives on",
-            fails=("close-while-mapped",),
-            fails_on=("v5.10",),
+            capabilities_on=_vgem_capabilities,
         ),
         ExporterInfo(
             "shootdown",

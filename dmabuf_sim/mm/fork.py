@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from ..fs import get_file
 from ..trace import kernel_function
 from .memory import copy_page_range
-from .vma import VM_DONTCOPY, VM_LOCKED, VM_WIPEONFORK, VmAreaStruct
+from .vma import VM_DONTCOPY, VM_LOCKED, VM_WIPEONFORK, vm_area_dup
 
 if TYPE_CHECKING:
     from .mmap import MmStruct
@@ -33,18 +33,8 @@ def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> int:
     for mpnt in oldmm.vmas:
         if mpnt.vm_flags & VM_DONTCOPY:
             continue
-        tmp = VmAreaStruct(
-            mm,
-            mpnt.vm_start,
-            mpnt.vm_end,
-            mpnt.vm_flags & ~VM_LOCKED,
-            mpnt.vm_page_prot,
-            mpnt.vm_pgoff,
-            vm_file=mpnt.vm_file,
-            vm_ops=mpnt.vm_ops,
-            vm_private_data=mpnt.vm_private_data,
-        )
-        tmp.anon_vma = mpnt.anon_vma
+        tmp = vm_area_dup(mpnt, mm)
+        tmp.vm_flags &= ~VM_LOCKED
         if tmp.vm_file is not None:
             get_file(tmp.vm_file)
         mm.vma_link(tmp)

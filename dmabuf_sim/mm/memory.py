@@ -182,6 +182,9 @@ def do_user_addr_fault(mm: MmStruct, addr: int, write: bool) -> None:
     elif not vma.vm_flags & (VM_READ | VM_WRITE | VM_EXEC):
         _deliver(mm, SIGSEGV(SEGV_ACCERR, addr, _pid(mm)))
     fault = handle_mm_fault(vma, addr, FAULT_FLAG_WRITE if write else 0)
+    kernel = mm.kernel
+    if kernel.instruments and not fault & VM_FAULT_ERROR:
+        kernel.emit("fault", vma, addr)  # checkers see a PTE the moment it is installed
     if fault & VM_FAULT_ERROR:
         if fault & VM_FAULT_OOM:
             raise MemoryError(f"VM_FAULT_OOM at {addr:#x}: the OOM killer would run")
@@ -370,9 +373,16 @@ def _finish_fault(vmf: VmFault, page: Page, *, writable: bool) -> None:
 
 
 def _copy_user_page(kernel: Kernel, dst_pfn: int, src_pfn: int) -> None:
-    """``copy_user_highpage`` through the kernel's write-back linear map (the cache)."""
+    """``copy_user_highpage`` through the kernel's write-back linear map (the cache).
+
+    The copy is cleaned to memory afterwards, as architectures whose user
+    mapping of the new page may not go through the cache do after the copy
+    (the new page inherits ``vm_page_prot``, which a dma-buf vma may have made
+    write-combined): both views then hold the copied bytes.
+    """
     data = kernel.cache.load(src_pfn << PAGE_SHIFT, PAGE_SIZE)
     kernel.cache.store(dst_pfn << PAGE_SHIFT, data)
+    kernel.cache.clean_range(dst_pfn << PAGE_SHIFT, PAGE_SIZE)
     observer = kernel.access_observer
     if observer is not None:
         observer.cpu_access(src_pfn << PAGE_SHIFT, data, False, "kernel (COW copy)")

@@ -51,6 +51,7 @@ from .vma import (
     VM_WRITE,
     VmAreaStruct,
     VmOperationsStruct,
+    vm_area_dup,
 )
 
 if TYPE_CHECKING:
@@ -647,33 +648,14 @@ class MmStruct:
         vma keeps the top); otherwise the new vma is the top part.
         """
         delta = (addr - vma.vm_start) >> PAGE_SHIFT
+        new = vm_area_dup(vma)
         if new_below:
-            new = VmAreaStruct(
-                self,
-                vma.vm_start,
-                addr,
-                vma.vm_flags,
-                vma.vm_page_prot,
-                vma.vm_pgoff,
-                vm_file=vma.vm_file,
-                vm_ops=vma.vm_ops,
-                vm_private_data=vma.vm_private_data,
-            )
+            new.vm_end = addr
             self.vma_adjust(vma, addr, vma.vm_end, vma.vm_pgoff + delta)
         else:
-            new = VmAreaStruct(
-                self,
-                addr,
-                vma.vm_end,
-                vma.vm_flags,
-                vma.vm_page_prot,
-                vma.vm_pgoff + delta,
-                vm_file=vma.vm_file,
-                vm_ops=vma.vm_ops,
-                vm_private_data=vma.vm_private_data,
-            )
+            new.vm_start = addr
+            new.vm_pgoff += delta
             self.vma_adjust(vma, vma.vm_start, addr, vma.vm_pgoff)
-        new.anon_vma = vma.anon_vma
         if new.vm_file is not None:
             get_file(new.vm_file)
         if new.vm_ops is not None and new.vm_ops.open is not None:

@@ -48,6 +48,7 @@ from .vma import (
     VM_PFNMAP,
     VM_SHARED,
     VmAreaStruct,
+    vm_area_dup,
 )
 
 if TYPE_CHECKING:
@@ -220,18 +221,13 @@ def move_vma(
             return err
     vm_flags = vma.vm_flags
     pgoff = vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT)
-    new = VmAreaStruct(
-        mm,
+    new = vm_area_dup(vma)  # copy_vma
+    new.vm_start, new.vm_end, new.vm_flags, new.vm_pgoff = (
         new_addr,
         new_addr + new_len,
         vm_flags,
-        vma.vm_page_prot,
         pgoff,
-        vm_file=vma.vm_file,
-        vm_ops=vma.vm_ops,
-        vm_private_data=vma.vm_private_data,
     )
-    new.anon_vma = vma.anon_vma
     if new.vm_file is not None:
         get_file(new.vm_file)
     if new.vm_ops is not None and new.vm_ops.open is not None:

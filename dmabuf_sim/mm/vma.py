@@ -53,6 +53,7 @@ __all__ = [
     "VmAreaStruct",
     "VmFault",
     "VmOperationsStruct",
+    "vm_area_dup",
     "vm_flags_str",
     "vma_pages",
 ]
@@ -185,6 +186,32 @@ class VmAreaStruct:
     def is_anonymous(self) -> bool:
         """``vma_is_anonymous``: no vm_ops at all."""
         return self.vm_ops is None
+
+
+def vm_area_dup(orig: VmAreaStruct, mm: MmStruct | None = None) -> VmAreaStruct:
+    """``vm_area_dup``: a copy of ``orig`` for a split, a fork (into ``mm``) or an mremap move.
+
+    Like the kernel's, the copy is not linked anywhere and takes no file
+    reference or ``->open`` call: the caller does that.  Instruments see every
+    copy (``on_vma_dup(orig, new)``), so a checker can follow a mapping
+    through splits, forks and moves.
+    """
+    new = VmAreaStruct(
+        orig.vm_mm if mm is None else mm,
+        orig.vm_start,
+        orig.vm_end,
+        orig.vm_flags,
+        orig.vm_page_prot,
+        orig.vm_pgoff,
+        vm_file=orig.vm_file,
+        vm_ops=orig.vm_ops,
+        vm_private_data=orig.vm_private_data,
+    )
+    new.anon_vma = orig.anon_vma
+    kernel = new.vm_mm.kernel
+    if kernel.instruments:
+        kernel.emit("vma_dup", orig, new)
+    return new
 
 
 def vma_pages(vma: VmAreaStruct) -> int:

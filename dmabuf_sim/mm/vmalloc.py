@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from attrs import define, field
 
+from ..errors import KernelOops
 from ..trace import kernel_function
 from .page_alloc import PAGE_SHIFT, PAGE_SIZE
 from .pgtable import CACHE_WB
@@ -40,7 +41,7 @@ class KernelMapping:
 
     def _pieces(self, offset: int, n: int) -> list[tuple[int, int, int]]:
         if not self.mapped:
-            raise ValueError("access through a vunmap()ed kernel mapping (use after free)")
+            raise KernelOops("vmap access", "through a vunmap()ed kernel mapping (use after free)")
         if offset < 0 or n < 0 or offset + n > self.size:
             raise ValueError(f"access [{offset}, {offset + n}) outside a {self.size}-byte vmap")
         out = []
@@ -90,9 +91,17 @@ class KernelMapping:
 
 @kernel_function("vmap", file="mm/vmalloc.c")
 def vmap(kernel: Kernel, pfns: list[int], cache_mode: int = CACHE_WB) -> KernelMapping:
-    return KernelMapping(kernel, list(pfns), cache_mode)
+    """Map ``pfns`` contiguously in kernel virtual space (instruments see ``on_vmap``)."""
+    mapping = KernelMapping(kernel, list(pfns), cache_mode)
+    if kernel.instruments:
+        kernel.emit("vmap", mapping)
+    return mapping
 
 
 @kernel_function("vunmap", file="mm/vmalloc.c")
 def vunmap(mapping: KernelMapping) -> None:
+    """Tear a kernel mapping down; any later access through it is a use after free."""
     mapping.mapped = False
+    kernel = mapping.kernel
+    if kernel.instruments:
+        kernel.emit("vunmap", mapping)
