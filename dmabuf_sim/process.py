@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from attrs import define, field
 
 from . import syscalls as sc
-from .errors import ERESTARTSYS, os_error
+from .errors import ERESTARTSYS, SIGKILL, os_error
 from .fs import File, fput
 from .mm.memory import user_access
 from .mm.mmap import MmStruct
@@ -101,7 +103,18 @@ class Process:
     def _enter(self) -> Any:
         if not self.alive:
             raise ValueError(f"process {self.pid} has exited; spawn or fork a live one")
-        return self.kernel.running(self)
+        return self._syscall()
+
+    @contextmanager
+    def _syscall(self) -> Iterator[None]:
+        """Run kernel code for this task; a fatal signal (the OOM killer's SIGKILL)
+        ends the task on its way back to userspace, as ``exit_to_user_mode`` does."""
+        with self.kernel.running(self):
+            try:
+                yield
+            except SIGKILL:
+                sc.do_group_exit(self)
+                raise
 
     # -- files -------------------------------------------------------------------
     def open(self, path: str, flags: int = os.O_RDONLY, mode: int = 0o666) -> int:

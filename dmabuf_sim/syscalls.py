@@ -449,3 +449,12 @@ def sys_exit(proc: Process) -> int:
     proc.files.cloexec.clear()
     proc.mm.exit_mmap()
     return 0
+
+
+@kernel_function("do_group_exit", file="kernel/exit.c")
+def do_group_exit(proc: Process) -> None:
+    """A fatal signal (SIGKILL from the OOM killer) ends the task: ``get_signal`` →
+    ``do_group_exit`` → ``do_exit``; every fd and mapping goes, and the task is reaped."""
+    sys_exit(proc)
+    proc.alive = False
+    proc.kernel.processes.pop(proc.pid, None)

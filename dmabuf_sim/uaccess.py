@@ -33,7 +33,7 @@ def _read_user(kernel: Kernel, addr: int, n: int) -> bytes | int:
     if proc is None or addr == 0 or addr < 0 or addr + n > 1 << 64:
         return -errno.EFAULT
     try:
-        return user_access(proc.mm, addr, n, write=False)
+        return user_access(proc.mm, addr, n, write=False, user=False)
     except Signal:
         return -errno.EFAULT
 
@@ -47,7 +47,7 @@ def _write_user(kernel: Kernel, addr: int, data: bytes) -> int:
     if proc is None or addr <= 0:
         return -errno.EFAULT
     try:
-        user_access(proc.mm, addr, len(data), write=True, data=data)
+        user_access(proc.mm, addr, len(data), write=True, data=data, user=False)
     except Signal:
         return -errno.EFAULT
     return 0
