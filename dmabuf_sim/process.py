@@ -28,6 +28,10 @@ from typing import TYPE_CHECKING, Any
 from attrs import define, field
 
 from . import syscalls as sc
+from .abi import c_int as _int
+from .abi import count as _count
+from .abi import ioctl_arg as _ioctl_arg
+from .abi import ulong as _ulong
 from .errors import ERESTARTSYS, SIGKILL, os_error
 from .fs import File, fput
 from .mm.memory import user_access
@@ -42,24 +46,6 @@ __all__ = ["FilesStruct", "Process"]
 
 _U64 = 1 << 64
 _SB_DEV = {"anon_inodefs": 0x0E, "dmabuf": 0x0C, "shmem": 0x01, "devtmpfs": 0x05}
-
-
-def _ulong(name: str, value: object) -> int:
-    """A syscall argument of C type ``unsigned long`` (or ``off_t`` reinterpreted)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if not -(1 << 63) <= value < _U64:
-        raise ValueError(f"{name}={value} does not fit in 64 bits (allowed: -2**63 .. 2**64-1)")
-    return value % _U64
-
-
-def _int(name: str, value: object) -> int:
-    """A syscall argument of C type ``int``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if not -(1 << 31) <= value < 1 << 32:
-        raise ValueError(f"{name}={value} does not fit in a C int")
-    return value
 
 
 def _check(ret: int) -> int:
@@ -122,6 +108,7 @@ class Process:
         if not isinstance(path, str):
             raise TypeError(f"path must be a str, not {type(path).__name__}")
         flags = _int("flags", flags)
+        mode = _int("mode", mode)
         with self._enter():
             return _check(sc.sys_open(self, path, flags, mode))
 
@@ -145,8 +132,7 @@ class Process:
 
     def read(self, fd: int, n: int) -> bytes:
         fd = _int("fd", fd)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be a non-negative int, not {n!r}")
+        n = _count("n", n)
         with self._enter():
             ret = sc.sys_read(self, fd, n)
         if isinstance(ret, int):
@@ -165,6 +151,7 @@ class Process:
         """``ioctl(2)``; struct arguments get their output fields written back."""
         fd = _int("fd", fd)
         request = _ulong("request", request)
+        arg = _ioctl_arg(arg)
         with self._enter():
             return _check(sc.sys_ioctl(self, fd, request, arg))
 
@@ -261,8 +248,7 @@ class Process:
     def read_memory(self, addr: int, n: int) -> bytes:
         """Load ``n`` bytes at ``addr`` as the CPU would (may raise SIGSEGV/SIGBUS)."""
         addr = _ulong("addr", addr)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be a non-negative int, not {n!r}")
+        n = _count("n", n)
         with self._enter():
             return user_access(self.mm, addr, n, write=False)
 
@@ -290,7 +276,7 @@ class Process:
     # -- procfs ----------------------------------------------------------------------
     def file(self, fd: int) -> File:
         """The kernel ``struct file`` behind ``fd`` (for inspection; no reference taken)."""
-        f = sc.fdget(self, fd)
+        f = sc.fdget(self, _int("fd", fd))
         if f is None:
             raise os_error(-9)
         return f
