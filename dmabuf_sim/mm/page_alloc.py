@@ -677,7 +677,11 @@ class PhysicalMemory:
 
     def nr_free_pages(self) -> int:
         """``nr_free_pages()``: free frames in the buddy zones and the CMA area."""
-        return sum(z.nr_free for z in self._zones) + sum(self._cma_free.values())
+        return sum(z.nr_free for z in self._zones) + self.nr_free_cma_pages()
+
+    def nr_free_cma_pages(self) -> int:
+        """``NR_FREE_CMA_PAGES``: the CMA area's share of the free frames."""
+        return sum(self._cma_free.values())
 
     @property
     def managed_pages(self) -> int:
