@@ -90,3 +90,19 @@ def test_signed_fd_of_2_31_reaches_the_kernel_as_a_negative_fd() -> None:
     with pytest.raises(OSError) as ei:
         p.ioctl(fd, DMA_BUF_IOCTL_IMPORT_SYNC_FILE, arg)
     assert ei.value.errno == errno.EINVAL
+
+
+def test_a_struct_of_another_type_is_read_and_written_as_its_bytes() -> None:
+    """In C any pointer is memory: a struct of the wrong type is read as its bytes, and
+    the kernel's copy-out writes over them as far as the object reaches (EFAULT past it)."""
+    from dmabuf_sim.uaccess import copy_from_user, copy_to_user
+    from dmabuf_sim.uapi import DmaBufExportSyncFile, DmaBufSync, DmaHeapAllocationData
+
+    k = Kernel("latest")
+    other = DmaBufExportSyncFile(flags=5, fd=0)
+    got = copy_from_user(k, other, DmaBufSync)
+    assert got == DmaBufSync(flags=5)
+    assert copy_to_user(k, other, DmaBufSync(flags=(7 << 32) | 3)) == 0
+    assert (other.flags, other.fd) == (3, 7)
+    assert copy_from_user(k, other, DmaHeapAllocationData) == -errno.EFAULT  # 8 < 24 bytes
+    assert copy_to_user(k, other, DmaHeapAllocationData()) == -errno.EFAULT

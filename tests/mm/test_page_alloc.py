@@ -403,3 +403,20 @@ def test_python_misuse_of_the_allocator_is_typeerror_or_valueerror() -> None:
         k.mem.alloc_pages(-1)
     with pytest.raises(ValueError, match="npages must be positive"):
         k.mem.alloc_contig(0)
+
+
+def test_populate_that_runs_out_of_memory_gives_up_on_the_vma_and_kills_nobody() -> None:
+    """__mm_populate ignores errors: the first VM_FAULT_OOM ends the work on that vma
+    (populate_vma_page_range fails), mmap still succeeds and no task is killed."""
+    k = Kernel("latest", ram_pages=SMALL)
+    p = k.spawn("app")
+    free = k.mem.nr_free_pages() - k.mem.nr_free_cma_pages()
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x8000  # MAP_POPULATE
+    with k.trace() as events:
+        addr = p.mmap(0, 2 * free * PAGE, RW, flags)
+    assert p.alive and addr
+    assert len(p.mm.pgtable) == free  # every free page went in, then it stopped
+    faults = [e for e in events if e.kind == "entry" and e.func == "handle_mm_fault"]
+    assert len(faults) == free + 1
+    p.munmap(addr, 2 * free * PAGE)
+    assert k.mem.nr_free_pages() - k.mem.nr_free_cma_pages() == free
