@@ -121,3 +121,32 @@ def test_drm_ioctl_whose_copy_out_fails_leaves_the_new_handle(spec: str) -> None
     again = DrmModeCreateDumb(height=1, width=1024, bpp=32)
     p.ioctl(card, DRM_IOCTL_MODE_CREATE_DUMB, again)
     assert again.handle != leftover and set(handles) == {leftover, again.handle}
+
+
+@pytest.mark.parametrize("spec", ["v6.1", "v6.12", "latest"])
+def test_udmabuf_create_out_of_memory_leaves_the_pages_it_read_in_the_memfd(spec: str) -> None:
+    """drivers/dma-buf/udmabuf.c: each page is read into the memfd's page cache
+    (shmem_read_mapping_page) and pinned; when memory runs out part-way, the pins are
+    dropped and ENOMEM returned, but the pages read stay in the page cache: they belong
+    to the memfd now, and closing it gives them back."""
+    from dmabuf_sim.mm.shmem import F_SEAL_SHRINK, MFD_ALLOW_SEALING
+    from dmabuf_sim.uapi import F_ADD_SEALS, UDMABUF_CREATE, UdmabufCreate
+
+    k = Kernel(spec, ram_pages=1 << 13)
+    p = k.spawn()
+    free = k.mem.nr_free_pages() - k.mem.nr_free_cma_pages()
+    size = (free + 8) * PAGE  # more than the machine has, within udmabuf's 64 MiB limit
+    memfd = p.memfd_create("big", MFD_ALLOW_SEALING)
+    p.ftruncate(memfd, size)
+    p.fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK)
+    dev = p.open("/dev/udmabuf", os.O_RDWR)
+    fds = set(p.files.fds)
+    allocated = k.mem.allocated_pages
+    arg = UdmabufCreate(memfd=memfd, flags=0, offset=0, size=size)
+    assert errno_of(p.ioctl, dev, UDMABUF_CREATE, arg) == errno.ENOMEM
+    assert set(p.files.fds) == fds and not k.dma_bufs
+    cache = p.file(memfd).f_inode.i_mapping.pages
+    assert len(cache) == free and k.mem.allocated_pages == allocated + free
+    assert all(k.mem.pfn_to_page(pfn).refcount == 1 for pfn in cache.values())  # unpinned
+    p.close(memfd)
+    assert k.mem.allocated_pages == allocated
