@@ -28,9 +28,11 @@ from typing import TYPE_CHECKING, Any
 from attrs import define, field
 
 from . import syscalls as sc
+from .abi import bytes_like as _bytes_like
 from .abi import c_int as _int
 from .abi import count as _count
 from .abi import ioctl_arg as _ioctl_arg
+from .abi import text as _text
 from .abi import ulong as _ulong
 from .errors import ERESTARTSYS, SIGKILL, os_error
 from .fs import File, fput
@@ -105,8 +107,7 @@ class Process:
     # -- files -------------------------------------------------------------------
     def open(self, path: str, flags: int = os.O_RDONLY, mode: int = 0o666) -> int:
         """``open(2)``: device nodes (``/dev/...``) and ``/proc/<pid>/fd/N``."""
-        if not isinstance(path, str):
-            raise TypeError(f"path must be a str, not {type(path).__name__}")
+        path = _text("path", path)
         flags = _int("flags", flags)
         mode = _int("mode", mode)
         with self._enter():
@@ -142,10 +143,9 @@ class Process:
 
     def write(self, fd: int, data: bytes) -> int:
         fd = _int("fd", fd)
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
+        data = _bytes_like("data", data)
         with self._enter():
-            return _check(sc.sys_write(self, fd, bytes(data)))
+            return _check(sc.sys_write(self, fd, data))
 
     def ioctl(self, fd: int, request: int, arg: Any = 0) -> int:
         """``ioctl(2)``; struct arguments get their output fields written back."""
@@ -169,8 +169,7 @@ class Process:
     def memfd_create(self, name: str, flags: int = 0) -> int:
         from .mm.shmem import MFD_CLOEXEC, memfd_create
 
-        if not isinstance(name, str):
-            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        name = _text("name", name)
         flags = _int("flags", flags)
         with self._enter():
             fd = _check(sc.get_unused_fd_flags(self, os.O_CLOEXEC if flags & MFD_CLOEXEC else 0))
@@ -255,10 +254,9 @@ class Process:
     def write_memory(self, addr: int, data: bytes) -> None:
         """Store ``data`` at ``addr`` as the CPU would (may raise SIGSEGV/SIGBUS)."""
         addr = _ulong("addr", addr)
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
+        data = _bytes_like("data", data)
         with self._enter():
-            user_access(self.mm, addr, len(data), write=True, data=bytes(data))
+            user_access(self.mm, addr, len(data), write=True, data=data)
 
     # -- processes -------------------------------------------------------------------
     def fork(self) -> Process:
