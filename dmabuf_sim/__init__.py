@@ -6,19 +6,30 @@ Start with :class:`Kernel` (the machine, one spec version) and
 
 from __future__ import annotations
 
-from .errors import SIGBUS, SIGSEGV, DmaBufSimError, KernelError, KernelOops, Signal
+from .errors import (
+    SIGBUS,
+    SIGKILL,
+    SIGSEGV,
+    DmaBufSimError,
+    KernelError,
+    KernelOops,
+    OutOfMemory,
+    Signal,
+)
 from .kernel import Kernel
 from .process import Process
 from .spec import SPECS, Spec, get_spec
 
 __all__ = [
     "SIGBUS",
+    "SIGKILL",
     "SIGSEGV",
     "SPECS",
     "DmaBufSimError",
     "Kernel",
     "KernelError",
     "KernelOops",
+    "OutOfMemory",
     "Process",
     "Signal",
     "Spec",

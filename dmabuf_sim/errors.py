@@ -32,11 +32,13 @@ from attrs import define
 
 __all__ = [
     "SIGBUS",
+    "SIGKILL",
     "SIGSEGV",
     "BadUsage",
     "DmaBufSimError",
     "KernelError",
     "KernelOops",
+    "OutOfMemory",
     "Signal",
     "TaskHung",
     "UsageError",
@@ -49,6 +51,7 @@ SEGV_MAPERR = 1
 SEGV_ACCERR = 2
 BUS_ADRALN = 1
 BUS_ADRERR = 2
+SI_KERNEL = 0x80
 
 # Kernel-internal errnos (include/linux/errno.h); never seen by userspace.
 ERESTARTSYS = 512
@@ -139,6 +142,27 @@ class TaskHung(KernelOops):
 
 
 @define(eq=False, auto_exc=True)
+class OutOfMemory(KernelOops):
+    """A simulated allocation found no free memory: the C function returned NULL.
+
+    The page allocator raises it where ``alloc_pages``/``cma_alloc`` return
+    NULL.  Kernel code is expected to check for NULL: every reference
+    exporter and mm path catches it and answers as the kernel does
+    (``-ENOMEM``, ``ERR_PTR(-ENOMEM)``, ``VM_FAULT_OOM``).  When one escapes,
+    the caller used the NULL pointer, so it is a :class:`KernelOops`.
+
+    Deliberately *not* the interpreter's :class:`MemoryError`: the host has
+    plenty of memory, the simulated machine does not.
+    """
+
+    def __str__(self) -> str:
+        return (
+            f"oops in {self.func}: {self.reason}: the caller used the NULL it returned"
+            " (catch dmabuf_sim.errors.OutOfMemory and return -ENOMEM)"
+        )
+
+
+@define(eq=False, auto_exc=True)
 class Signal(DmaBufSimError):
     """A synchronous signal delivered to the faulting task (``force_sig_fault``)."""
 
@@ -168,3 +192,17 @@ class SIGBUS(Signal):
 
     def __init__(self, si_code: int, addr: int, pid: int = 0) -> None:
         super().__init__(int(_signal.SIGBUS), si_code, addr, pid)
+
+
+class SIGKILL(Signal):
+    """The task was killed (``SI_KERNEL``): the OOM killer chose it.
+
+    ``addr`` is the address whose fault ran out of memory
+    (``pagefault_out_of_memory``); the process has exited by the time this
+    is raised, as a killed task never returns to userspace.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, addr: int = 0, pid: int = 0) -> None:
+        super().__init__(int(_signal.SIGKILL), SI_KERNEL, addr, pid)

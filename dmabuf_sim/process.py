@@ -29,14 +29,29 @@ import errno
 import functools
 import inspect
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from attrs import define, field
 
 from . import strace
 from . import syscalls as sc
-from .errors import ERESTART_RESTARTBLOCK, ERESTARTSYS, KernelOops, Signal, errname, os_error
+from .abi import bytes_like as _bytes_like
+from .abi import c_int as _int
+from .abi import count as _count
+from .abi import ioctl_arg as _ioctl_arg
+from .abi import text as _text
+from .abi import ulong as _ulong
+from .errors import (
+    ERESTART_RESTARTBLOCK,
+    ERESTARTSYS,
+    SIGKILL,
+    KernelOops,
+    Signal,
+    errname,
+    os_error,
+)
 from .fs import File, fput
 from .mm.memory import user_access
 from .mm.mmap import MmStruct
@@ -52,24 +67,6 @@ __all__ = ["FilesStruct", "Process"]
 
 _U64 = 1 << 64
 _SB_DEV = {"anon_inodefs": 0x0E, "dmabuf": 0x0C, "shmem": 0x01, "devtmpfs": 0x05}
-
-
-def _ulong(name: str, value: object) -> int:
-    """A syscall argument of C type ``unsigned long`` (or ``off_t`` reinterpreted)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if not -(1 << 63) <= value < _U64:
-        raise ValueError(f"{name}={value} does not fit in 64 bits (allowed: -2**63 .. 2**64-1)")
-    return value % _U64
-
-
-def _int(name: str, value: object) -> int:
-    """A syscall argument of C type ``int``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if not -(1 << 31) <= value < 1 << 32:
-        raise ValueError(f"{name}={value} does not fit in a C int")
-    return value
 
 
 def _pollfds(fd: object, events: object) -> tuple[list[list[int]], bool]:
@@ -212,15 +209,26 @@ class Process:
     def _enter(self) -> Any:
         if not self.alive:
             raise ValueError(f"process {self.pid} has exited; spawn or fork a live one")
-        return self.kernel.running(self)
+        return self._in_kernel()
+
+    @contextmanager
+    def _in_kernel(self) -> Iterator[None]:
+        """Run kernel code for this task; a fatal signal (the OOM killer's SIGKILL)
+        ends the task on its way back to userspace, as ``exit_to_user_mode`` does."""
+        with self.kernel.running(self):
+            try:
+                yield
+            except SIGKILL:
+                sc.do_group_exit(self)
+                raise
 
     # -- files -------------------------------------------------------------------
     @_syscall("open")
     def open(self, path: str, flags: int = os.O_RDONLY, mode: int = 0o666) -> int:
         """``open(2)``: device nodes (``/dev/...``) and ``/proc/<pid>/fd/N``."""
-        if not isinstance(path, str):
-            raise TypeError(f"path must be a str, not {type(path).__name__}")
+        path = _text("path", path)
         flags = _int("flags", flags)
+        mode = _int("mode", mode)
         with self._enter():
             return _check(sc.sys_open(self, path, flags, mode))
 
@@ -248,8 +256,7 @@ class Process:
     @_syscall("read")
     def read(self, fd: int, n: int) -> bytes:
         fd = _int("fd", fd)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be a non-negative int, not {n!r}")
+        n = _count("n", n)
         with self._enter():
             ret = sc.sys_read(self, fd, n)
         if isinstance(ret, int):
@@ -260,16 +267,16 @@ class Process:
     @_syscall("write")
     def write(self, fd: int, data: bytes) -> int:
         fd = _int("fd", fd)
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
+        data = _bytes_like("data", data)
         with self._enter():
-            return _check(sc.sys_write(self, fd, bytes(data)))
+            return _check(sc.sys_write(self, fd, data))
 
     @_syscall("ioctl")
     def ioctl(self, fd: int, request: int, arg: Any = 0) -> int:
         """``ioctl(2)``; struct arguments get their output fields written back."""
         fd = _int("fd", fd)
         request = _ulong("request", request)
+        arg = _ioctl_arg(arg)
         with self._enter():
             return _check(sc.sys_ioctl(self, fd, request, arg))
 
@@ -334,8 +341,7 @@ class Process:
     def memfd_create(self, name: str, flags: int = 0) -> int:
         from .mm.shmem import MFD_CLOEXEC, memfd_create
 
-        if not isinstance(name, str):
-            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        name = _text("name", name)
         flags = _int("flags", flags)
         with self._enter():
             fd = _check(sc.get_unused_fd_flags(self, os.O_CLOEXEC if flags & MFD_CLOEXEC else 0))
@@ -418,8 +424,7 @@ class Process:
     def read_memory(self, addr: int, n: int) -> bytes:
         """Load ``n`` bytes at ``addr`` as the CPU would (may raise SIGSEGV/SIGBUS)."""
         addr = _ulong("addr", addr)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be a non-negative int, not {n!r}")
+        n = _count("n", n)
         if _ENABLED_TRACERS and self.kernel.tracer.enabled:
             return cast(
                 bytes,
@@ -433,8 +438,7 @@ class Process:
     def write_memory(self, addr: int, data: bytes) -> None:
         """Store ``data`` at ``addr`` as the CPU would (may raise SIGSEGV/SIGBUS)."""
         addr = _ulong("addr", addr)
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
+        data = _bytes_like("data", data)
         if _ENABLED_TRACERS and self.kernel.tracer.enabled:
             store = bytes(data)
             _record_call(
@@ -446,7 +450,7 @@ class Process:
             )
             return
         with self._enter():
-            user_access(self.mm, addr, len(data), write=True, data=bytes(data))
+            user_access(self.mm, addr, len(data), write=True, data=data)
 
     def _access(self, addr: int, n: int, data: bytes | None) -> bytes:
         with self._enter():
@@ -488,7 +492,7 @@ class Process:
     # -- procfs ----------------------------------------------------------------------
     def file(self, fd: int) -> File:
         """The kernel ``struct file`` behind ``fd`` (for inspection; no reference taken)."""
-        f = sc.fdget(self, fd)
+        f = sc.fdget(self, _int("fd", fd))
         if f is None:
             raise os_error(-9)
         return f

@@ -242,6 +242,16 @@ class Spec:
         "mremap looks the old vma up (EFAULT) before the MREMAP_FIXED/DONTUNMAP checks",
         commit="550a7d60bd5e (hugetlb: add support for mremap() for hugetlb backed vma)",
     )
+    mremap_remap_move: bool = _b(
+        "6.17 (parameter checks first since 6.16)",
+        "",
+        "mremap's vma_remap_struct rework: every EINVAL parameter check before the vma"
+        " lookup (check_mremap_params), the source checked (check_prep_vma) before a"
+        " MREMAP_FIXED target is unmapped, and a same-length MREMAP_FIXED move may span"
+        " several vmas, gaps kept (remap_move)",
+        commit="d23cb648e365 (mm/mremap: permit mremap() move of multiple VMAs), with"
+        " 'mm/mremap: check remap conditions earlier' of the same series",
+    )
     pseudo_fs_noexec: bool = _b(
         "7.2 (stable 7.1.4, 6.18.y after 6.18.15)",
         "R7-R9",
@@ -511,6 +521,7 @@ _V35 = Spec(
     vgem_shmem_helpers=False,
     mremap_dontunmap_anon_only=False,
     mremap_vma_lookup_first=False,
+    mremap_remap_move=False,
     pseudo_fs_noexec=False,
     madvise_free=False,
     madvise_wipeonfork=False,
@@ -608,6 +619,7 @@ _V61 = Spec(
     vgem_shmem_helpers=True,
     mremap_dontunmap_anon_only=False,
     mremap_vma_lookup_first=True,
+    mremap_remap_move=False,
     pseudo_fs_noexec=False,
     madvise_free=True,
     madvise_wipeonfork=True,
@@ -635,7 +647,7 @@ _V61 = Spec(
 # The recordings of 6.16.12, 6.17.13 and 6.18.15 agree with it on every modelled case:
 # what 6.13-6.18 changed (udmabuf's pre-fault, guard regions, 6.17's multi-vma mremap
 # moves, GEM_CHANGE_HANDLE in 6.18) is not observed by the recorded probes; see
-# docs/kernel-lines.md.
+# docs/kernel-lines.md.  Those changes are modelled from the sources in v6.19.
 _V612 = attrs.evolve(
     _V61,
     name="v6.12",
@@ -683,7 +695,8 @@ _V510 = attrs.evolve(
 
 # 6.19.14 (7.0.y agrees): cache_sgt_mapping gone, the system heap remaps whole sg
 # chunks (04c7adb5871a, Barry Song), udmabuf pre-faults (6.13), guard regions
-# (6.13), GEM_CHANGE_HANDLE (6.18), drm_mode_size_dumb() for dumb buffers.
+# (6.13), mremap's rework (6.16-6.17), GEM_CHANGE_HANDLE (6.18), drm_mode_size_dumb()
+# for dumb buffers.
 _V619 = attrs.evolve(
     _V612,
     name="v6.19",
@@ -695,6 +708,7 @@ _V619 = attrs.evolve(
     drm_mode_size_dumb=True,
     madvise_guard=True,
     falloc_write_zeroes=True,
+    mremap_remap_move=True,
 )
 
 # latest = Linux 7.3 (7.3.4): the dma-buf tracepoints (7.0) and noexec pseudo

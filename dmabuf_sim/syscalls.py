@@ -283,12 +283,16 @@ def vm_mmap_pgoff(
 
 @kernel_function("__mm_populate", file="mm/gup.c")
 def mm_populate(proc: Process, start: int, length: int) -> None:
-    """``MAP_POPULATE``: fault every page in now; errors are ignored, as in the kernel."""
+    """``MAP_POPULATE``: fault every page in now; errors are ignored, as in the kernel.
+
+    A fault that fails (``VM_FAULT_OOM``, ``VM_FAULT_SIGBUS``...) ends the work on
+    that vma: ``populate_vma_page_range`` returns the error and ``__mm_populate``,
+    ignoring it, continues at the next vma."""
     from .errors import Signal
     from .mm.memory import handle_mm_fault
     from .mm.page_alloc import PAGE_ALIGN, PAGE_SIZE
     from .mm.pgtable import pte_write
-    from .mm.vma import FAULT_FLAG_WRITE, VM_IO, VM_PFNMAP, VM_SHARED, VM_WRITE
+    from .mm.vma import FAULT_FLAG_WRITE, VM_FAULT_ERROR, VM_IO, VM_PFNMAP, VM_SHARED, VM_WRITE
 
     end = start + PAGE_ALIGN(length)
     mm = proc.mm
@@ -307,8 +311,12 @@ def mm_populate(proc: Process, start: int, length: int) -> None:
         write = (vma.vm_flags & (VM_WRITE | VM_SHARED)) == VM_WRITE
         pte = mm.pgtable.get(addr >> PAGE_SHIFT)
         if pte is None or (write and not pte_write(pte)):
+            ret = VM_FAULT_ERROR
             with contextlib.suppress(Signal):
-                handle_mm_fault(vma, addr, FAULT_FLAG_WRITE if write else 0)
+                ret = handle_mm_fault(vma, addr, FAULT_FLAG_WRITE if write else 0)
+            if ret & VM_FAULT_ERROR:
+                addr = vma.vm_end
+                continue
         addr += PAGE_SIZE
 
 
@@ -581,3 +589,12 @@ def sys_exit(proc: Process) -> int:
     proc.files.cloexec.clear()
     proc.mm.exit_mmap()
     return 0
+
+
+@kernel_function("do_group_exit", file="kernel/exit.c")
+def do_group_exit(proc: Process) -> None:
+    """A fatal signal (SIGKILL from the OOM killer) ends the task: ``get_signal`` →
+    ``do_group_exit`` → ``do_exit``; every fd and mapping goes, and the task is reaped."""
+    sys_exit(proc)
+    proc.alive = False
+    proc.kernel.processes.pop(proc.pid, None)

@@ -1,7 +1,8 @@
 """``copy_from_user`` / ``copy_to_user`` / ``strndup_user`` (include/linux/uaccess.h).
 
 An ioctl ``arg`` is a user pointer.  The simulator accepts, in its place, the
-uapi struct object (a valid pointer whose memory is the object), ``bytes``
+uapi struct object (a valid pointer whose memory is the object; a struct of
+another type is memory holding its packed bytes, as in C), ``bytes``
 (read-only memory), a ``str`` for string arguments, or an ``int`` address in
 the calling process (``kernel.current``), read through its page tables:
 unmapped or unreadable memory makes the copy fail with ``-EFAULT`` instead
@@ -14,10 +15,10 @@ import errno
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import Signal
+from .uapi import UapiStruct
 
 if TYPE_CHECKING:
     from .kernel import Kernel
-    from .uapi import UapiStruct
 
 __all__ = [
     "copy_bytes_to_user",
@@ -39,7 +40,7 @@ def _read_user(kernel: Kernel, addr: int, n: int) -> bytes | int:
     if proc is None or addr == 0 or addr < 0 or addr + n > 1 << 64:
         return -errno.EFAULT
     try:
-        return user_access(proc.mm, addr, n, write=False)
+        return user_access(proc.mm, addr, n, write=False, user=False)
     except Signal:
         return -errno.EFAULT
 
@@ -53,7 +54,7 @@ def _write_user(kernel: Kernel, addr: int, data: bytes) -> int:
     if proc is None or addr <= 0:
         return -errno.EFAULT
     try:
-        user_access(proc.mm, addr, len(data), write=True, data=data)
+        user_access(proc.mm, addr, len(data), write=True, data=data, user=False)
     except Signal:
         return -errno.EFAULT
     return 0
@@ -63,6 +64,8 @@ def copy_from_user(kernel: Kernel, arg: Any, cls: type[S]) -> S | int:
     """Read a ``cls`` struct from user pointer ``arg``; ``-EFAULT`` if unreadable."""
     if isinstance(arg, cls):
         return cls.unpack(arg.pack())  # the kernel works on its own copy
+    if isinstance(arg, UapiStruct):
+        arg = arg.pack()  # another struct: a pointer to its bytes, read as they are
     if isinstance(arg, (bytes, bytearray)):
         if len(arg) < cls.sizeof():
             return -errno.EFAULT
@@ -79,6 +82,15 @@ def copy_to_user(kernel: Kernel, arg: Any, value: UapiStruct) -> int:
     """Write ``value`` back through user pointer ``arg``; ``-EFAULT`` if unwritable."""
     if isinstance(arg, type(value)):
         arg.update_from(value)
+        return 0
+    if isinstance(arg, UapiStruct):
+        # another struct: the bytes land in its memory, as far as it reaches
+        memory = bytearray(arg.pack())
+        data = value.pack()
+        if len(data) > len(memory):
+            return -errno.EFAULT
+        memory[: len(data)] = data
+        arg.update_from(type(arg).unpack(bytes(memory)))
         return 0
     if isinstance(arg, int) and not isinstance(arg, bool):
         return _write_user(kernel, arg, value.pack())

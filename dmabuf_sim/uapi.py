@@ -10,6 +10,18 @@ argument may be passed three ways, as with a real ``ioctl(2)``:
 * an ``int`` user address in the calling process (``0`` is NULL); unmapped
   memory gives ``EFAULT``, exactly as ``copy_from_user`` does.
 
+**Field values.**  Each field has its C type (``__u32``, ``__s32``, ``__u64``):
+a value that fits that width as a signed or an unsigned number is stored the
+way a C assignment stores it, reinterpreted in the field's type — ``-1`` in a
+``__u64`` is ``0xffffffffffffffff`` and ``2**31`` in a ``__s32`` is
+``-2**31`` — because those are the bytes ``copy_from_user`` gives the
+kernel.  A value wider than the field, or not an ``int``, is a mistake in
+the Python program (C would not compile it, or would silently drop bits):
+``ValueError``/``TypeError`` naming the field, raised when the struct is built
+or the field assigned, before any syscall.  Reserved fields (``pad``) are
+passed through as given; the ioctls that reject a non-zero ``pad`` do so
+themselves, as in the kernel.
+
 Sources: include/uapi/linux/dma-buf.h, dma-heap.h, udmabuf.h,
 include/uapi/drm/drm.h, drm_mode.h, vgem_drm.h, include/uapi/asm-generic/ioctl.h,
 include/uapi/linux/fcntl.h.
@@ -20,7 +32,7 @@ from __future__ import annotations
 import struct as _struct
 from typing import Any, ClassVar, Self
 
-from attrs import define, field
+from attrs import Attribute, Converter, define, field
 
 __all__ = [
     "DMA_BUF_IOCTL_EXPORT_SYNC_FILE",
@@ -139,12 +151,38 @@ class UapiStruct:
             setattr(self, f.name, getattr(other, f.name))
 
 
+def _c_value(value: object, bits: int, signed: bool, name: str) -> int:
+    """What a C assignment of ``value`` to a ``bits``-wide field stores."""
+    ctype = f"__{'s' if signed else 'u'}{bits}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"field {name} ({ctype}) must be an int, not {type(value).__name__}")
+    if not -(1 << (bits - 1)) <= value < 1 << bits:
+        raise ValueError(
+            f"field {name}={value} does not fit in {ctype}"
+            f" (allowed: -2**{bits - 1} .. 2**{bits}-1, stored as the C type)"
+        )
+    value &= (1 << bits) - 1
+    if signed and value >= 1 << (bits - 1):
+        value -= 1 << bits
+    return value
+
+
+def _cfield(bits: int, signed: bool) -> Any:
+    def convert(value: object, fld: Attribute[int]) -> int:
+        return _c_value(value, bits, signed, fld.name)
+
+    ctype = f"__{'s' if signed else 'u'}{bits}"
+    return field(
+        default=0, converter=Converter(convert, takes_field=True), metadata={"ctype": ctype}
+    )
+
+
 def _u(bits: int) -> Any:
-    return field(default=0, converter=lambda v: int(v) & ((1 << bits) - 1))
+    return _cfield(bits, signed=False)
 
 
 def _s32() -> Any:
-    return field(default=0, converter=int)
+    return _cfield(32, signed=True)
 
 
 # -- include/uapi/linux/dma-buf.h -------------------------------------------------
@@ -346,8 +384,28 @@ __all__ += [
 
 
 # -- include/uapi/linux/sync_file.h ---------------------------------------------------
+def _chars(value: object, size: int, name: str) -> bytes:
+    """What ``char name[size]`` holds: bytes (a str is UTF-8 encoded), at most ``size``,
+    without the NULs that pad the array."""
+    if isinstance(value, str):
+        value = value.encode()
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(
+            f"field {name} (char[{size}]) must be bytes or str, not {type(value).__name__}"
+        )
+    data = bytes(value)
+    if len(data) > size:
+        raise ValueError(f"field {name}={data!r} does not fit in char[{size}]")
+    return data.rstrip(b"\0")  # the NUL padding of the C array is not part of the name
+
+
 def _name32() -> Any:
-    return field(default=b"", converter=lambda v: v.encode() if isinstance(v, str) else bytes(v))
+    def convert(value: object, fld: Attribute[bytes]) -> bytes:
+        return _chars(value, 32, fld.name)
+
+    return field(
+        default=b"", converter=Converter(convert, takes_field=True), metadata={"ctype": "char[32]"}
+    )
 
 
 @define(slots=True)

@@ -24,7 +24,7 @@ from attrs import define
 from ..device import SgTable
 from ..dma_buf.core import DmaBuf, DmaBufExportInfo, IosysMap
 from ..dma_buf.core import dma_buf_export as _export
-from ..errors import KernelError, KernelOops
+from ..errors import KernelError, KernelOops, OutOfMemory
 from ..mm.memory import get_page, vmf_insert_pfn
 from ..mm.page_alloc import PAGE_SHIFT
 from ..mm.vma import (
@@ -137,7 +137,7 @@ class CmaHeap:
         pagecount = length >> PAGE_SHIFT
         try:
             first = kernel.mem.alloc_contig(pagecount)
-        except MemoryError:
+        except OutOfMemory:
             raise KernelError(errno.ENOMEM, "cma_heap_allocate") from None
         table = SgTable([(first, pagecount)])
         buffer = CmaHeapBuffer(heap, length, table, first_pfn=first, pagecount=pagecount)

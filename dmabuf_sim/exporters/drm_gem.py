@@ -850,7 +850,10 @@ def drm_mode_size_dumb(
         pitch = -(-(args.width * cpb) // block_w)  # drm_format_info_min_pitch
     else:
         if args.bpp not in (10, 12, 15, 30, 64):
-            dev.kernel.warn("drm_mode_size_dumb", f"Unknown color mode {args.bpp}")
+            # drm_warn_once: a log line, not a WARN_ON splat (kernel.warnings)
+            dev.kernel.tracer.event(
+                "drm_warn_once", f"Unknown color mode {args.bpp}; guessing buffer size."
+            )
         pitch = _u32(args.width * ((args.bpp + 7) // 8))
     if not pitch or pitch > U32_MAX:
         return -errno.EINVAL

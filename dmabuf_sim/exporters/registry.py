@@ -86,13 +86,19 @@ def kernel_side(make_ops: Callable[[], Any]) -> Callable[[Process, int, int], in
     """A factory for exporters whose buffers are made in the kernel (``ops.export``)."""
 
     def make(proc: Process, size: int, flags: int) -> int:
-        from ..dma_buf.core import dma_buf_fd
+        from ..dma_buf.core import dma_buf_fd, dma_buf_put
+        from ..errors import KernelError
 
         kernel = proc.kernel
         ops = make_ops()
         with kernel.running(proc):
-            dmabuf: DmaBuf = ops.export(kernel, size, flags & os.O_ACCMODE)
+            try:
+                dmabuf: DmaBuf = ops.export(kernel, size, flags & os.O_ACCMODE)
+            except KernelError as exc:  # the driver's ioctl would return -errno
+                raise os_error(exc.err) from None
             fd = dma_buf_fd(dmabuf, flags & os.O_CLOEXEC)
+            if fd < 0:
+                dma_buf_put(dmabuf)  # as dma_heap_buffer_alloc does
         if fd < 0:
             raise os_error(fd)
         return fd

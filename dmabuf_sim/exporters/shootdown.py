@@ -41,6 +41,7 @@ from ..device import (
 )
 from ..dma_buf.core import DmaBuf, DmaBufAttachment, DmaBufExportInfo, DmaBufOps
 from ..dma_buf.core import dma_buf_export as _export
+from ..errors import KernelError
 from ..fs import File, fput
 from ..mm.memory import unmap_mapping_range, vmf_insert_mixed
 from ..mm.page_alloc import PAGE_SHIFT, PAGE_SIZE
@@ -48,6 +49,7 @@ from ..mm.shmem import shmem_file_setup, shmem_read_mapping_page
 from ..mm.util import vma_set_file
 from ..mm.vma import (
     VM_DONTEXPAND,
+    VM_FAULT_OOM,
     VM_FAULT_SIGBUS,
     VM_MIXEDMAP,
     VM_PFNMAP,
@@ -139,7 +141,11 @@ class ShootdownExporter(DmaBufOps):
         if vmf.pgoff >= buf.npages:
             return VM_FAULT_SIGBUS
         self.cpu_sync_page(buf, vmf.pgoff)
-        return vmf_insert_mixed(vma, vmf.address, buf.pfn(vmf.pgoff))
+        try:
+            pfn = buf.pfn(vmf.pgoff)
+        except KernelError:
+            return VM_FAULT_OOM  # no page for it: vmf_error(-ENOMEM)
+        return vmf_insert_mixed(vma, vmf.address, pfn)
 
     @kernel_function("shootdown_cpu_sync_page", file="(omapdrm-like: omap_gem_cpu_sync_page)")
     def cpu_sync_page(self, buf: ShootdownBuffer, index: int) -> None:

@@ -33,7 +33,15 @@ from ..device import (
 )
 from ..dma_buf.core import DmaBuf, DmaBufAttachment, DmaBufExportInfo, DmaBufOps, IosysMap
 from ..dma_buf.core import dma_buf_export as _export
-from ..errors import KernelError
+from ..errors import KernelError, OutOfMemory
+from ..mm.gfp import (
+    __GFP_COMP,
+    __GFP_NORETRY,
+    __GFP_NOWARN,
+    __GFP_RECLAIM,
+    __GFP_ZERO,
+    GFP_HIGHUSER,
+)
 from ..mm.memory import remap_pfn_range
 from ..mm.page_alloc import PAGE_SHIFT, PAGE_SIZE
 from ..mm.vma import VmAreaStruct
@@ -47,6 +55,11 @@ if TYPE_CHECKING:
 __all__ = ["SystemHeap", "SystemHeapBuffer"]
 
 ORDERS = (8, 4, 0)
+HIGH_ORDER_GFP = (
+    (GFP_HIGHUSER | __GFP_ZERO | __GFP_NOWARN | __GFP_NORETRY) & ~__GFP_RECLAIM
+) | __GFP_COMP
+LOW_ORDER_GFP = GFP_HIGHUSER | __GFP_ZERO | __GFP_COMP
+ORDER_FLAGS = (HIGH_ORDER_GFP, LOW_ORDER_GFP, LOW_ORDER_GFP)
 
 
 @define(eq=False, slots=True)
@@ -227,7 +240,7 @@ class SystemHeap:
                 chunks.append((pfn, order))
                 remaining -= PAGE_SIZE << order
                 max_order = order
-        except (KernelError, MemoryError) as exc:
+        except (KernelError, OutOfMemory) as exc:
             for pfn, order in chunks:
                 mem.free_pages(pfn, order)
             if isinstance(exc, KernelError):
@@ -247,11 +260,11 @@ class SystemHeap:
 
     @staticmethod
     def _alloc_largest_available(mem: Any, size: int, max_order: int) -> tuple[int, int]:
-        for order in ORDERS:
+        for order, gfp in zip(ORDERS, ORDER_FLAGS, strict=True):
             if size < PAGE_SIZE << order or max_order < order:
                 continue
             try:
-                return mem.alloc_pages(order), order
-            except MemoryError:
+                return mem.alloc_pages(order, gfp), order
+            except OutOfMemory:
                 continue
-        raise MemoryError("system heap: no page of any order")
+        raise OutOfMemory("alloc_largest_available", "no page of any order (NULL)")

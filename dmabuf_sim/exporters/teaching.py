@@ -27,6 +27,7 @@ All are made kernel-side with ``export(kernel, size)``.
 
 from __future__ import annotations
 
+import errno
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from attrs import define, field
@@ -35,6 +36,7 @@ from ..device import DmaDataDirection, SgTable
 from ..dma_buf.core import DmaBuf, DmaBufAttachment, DmaBufExportInfo, DmaBufOps, get_dma_buf
 from ..dma_buf.core import dma_buf_export as _export
 from ..dma_buf.dma_resv import DmaResvUsage
+from ..errors import KernelError, OutOfMemory
 from ..mm.memory import get_page, remap_pfn_range, vmf_insert_pfn
 from ..mm.page_alloc import PAGE_SHIFT, PAGE_SIZE
 from ..mm.vma import (
@@ -95,13 +97,20 @@ class SimpleExporter(DmaBufOps):
 
     def export(self, kernel: Kernel, size: int, flags: int = 0o2) -> DmaBuf:
         npages = (size + PAGE_SIZE - 1) >> PAGE_SHIFT
-        buf = SimpleBuffer(kernel.mem.alloc_contig(npages), npages)
-        if kernel.spec.export_info_form:
-            info = DmaBufExportInfo(
-                ops=self, size=size, priv=buf, flags=flags, exp_name=self.exp_name
-            )
-            return _export(kernel, info)
-        return _export(kernel, buf, self, size, flags)
+        try:
+            buf = SimpleBuffer(kernel.mem.alloc_contig(npages), npages)
+        except OutOfMemory:
+            raise KernelError(errno.ENOMEM, f"{self.exp_name}_export") from None
+        try:
+            if kernel.spec.export_info_form:
+                info = DmaBufExportInfo(
+                    ops=self, size=size, priv=buf, flags=flags, exp_name=self.exp_name
+                )
+                return _export(kernel, info)
+            return _export(kernel, buf, self, size, flags)
+        except KernelError:
+            kernel.mem.free_contig(buf.first_pfn, buf.npages)  # nothing else holds them
+            raise
 
     def map_dma_buf(self, attach: DmaBufAttachment, direction: DmaDataDirection) -> SgTable:
         from ..device import dma_map_sgtable

@@ -289,7 +289,12 @@ class UdmabufDriver:
                 unpin()
                 return -errno.EINVAL
             for index in range(offset >> PAGE_SHIFT, (offset + size) >> PAGE_SHIFT):
-                page = shmem_read_mapping_page(inode, index)
+                try:
+                    page = shmem_read_mapping_page(inode, index)
+                except KernelError as exc:
+                    fput(memfd)
+                    unpin()
+                    return -exc.err
                 get_page(page)  # pinned for the buffer's lifetime
                 pinned.append(page.pfn)
             fput(memfd)

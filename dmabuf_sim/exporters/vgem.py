@@ -163,9 +163,13 @@ def drm_gem_get_pages(obj: DrmGemObject) -> list[int]:
         obj.kernel.warn("drm_gem_get_pages", "!obj->filp")
         raise KernelError(errno.EINVAL, "drm_gem_get_pages")
     inode = obj.filp.f_inode
-    pfns = []
+    pfns: list[int] = []
     for index in range(obj.size >> PAGE_SHIFT):
-        page = shmem_read_mapping_page(inode, index)
+        try:
+            page = shmem_read_mapping_page(inode, index)
+        except KernelError:
+            drm_gem_put_pages(obj, pfns)  # the pages read so far go back
+            raise
         get_page(page)
         pfns.append(page.pfn)
     return pfns

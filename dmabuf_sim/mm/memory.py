@@ -26,8 +26,19 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from ..errors import BUS_ADRERR, SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGSEGV, KernelOops, Signal
+from ..errors import (
+    BUS_ADRERR,
+    SEGV_ACCERR,
+    SEGV_MAPERR,
+    SIGBUS,
+    SIGSEGV,
+    KernelOops,
+    OutOfMemory,
+    Signal,
+)
 from ..trace import kernel_function
+from .gfp import __GFP_ZERO, GFP_HIGHUSER_MOVABLE
+from .oom_kill import pagefault_out_of_memory
 from .page_alloc import PAGE_ALIGN, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, ULONG_MAX, Page
 from .pgtable import (
     _PAGE_DIRTY,
@@ -87,17 +98,18 @@ def get_page(page: Page) -> None:
 
 
 def put_page(kernel: Kernel, page: Page) -> None:
-    """``put_page``: drop a reference; the last one frees an order-0 page."""
+    """``put_page``: drop a reference; the last one frees a page nobody else owns.
+
+    A put on a freed page (its ``struct page`` already gone, refcount 0) is
+    the kernel's ``VM_BUG_ON_PAGE(page_ref_count(page) == 0)``: reported as a
+    bad page, nothing else changes."""
     mem = kernel.mem
-    if not mem.pfn_allocated(page.pfn):
+    if page.refcount <= 0 or not mem.pfn_allocated(page.pfn):
         kernel.report_bad_page(page.pfn, "put_page on a page that was already freed")
         return
     page.refcount -= 1
     if page.refcount == 0:
-        if page.anon or mem._blocks.get(page.pfn) == 0:
-            mem.free_pages(page.pfn, 0)
-        else:
-            kernel.report_bad_page(page.pfn, "refcount reached 0 on a page its owner still holds")
+        mem.last_reference_dropped(page)
 
 
 def _is_cow(vma: VmAreaStruct) -> bool:
@@ -108,13 +120,22 @@ def _is_cow(vma: VmAreaStruct) -> bool:
 
 # -- the CPU's view: loads and stores through the MMU -------------------------------
 def user_access(
-    mm: MmStruct, addr: int, n: int, *, write: bool, data: bytes | None = None
+    mm: MmStruct,
+    addr: int,
+    n: int,
+    *,
+    write: bool,
+    data: bytes | None = None,
+    user: bool = True,
 ) -> bytes:
-    """A user-mode load (``write=False``) or store of ``n`` bytes at ``addr``.
+    """A load (``write=False``) or store of ``n`` bytes at user address ``addr``.
 
     Walks the page table; a missing or insufficient PTE goes through the fault
     path, which may raise :class:`~dmabuf_sim.errors.Signal`.  Bytes move
     through the CPU cache for write-back PTEs and straight to DRAM otherwise.
+    ``user=False`` is the kernel touching user memory (``copy_from_user``):
+    a fault it cannot resolve raises a signal for the exception-table fixup
+    to turn into ``-EFAULT``, and running out of memory does not OOM-kill.
     """
     kernel = mm.kernel
     entries = mm.pgtable.entries
@@ -129,7 +150,7 @@ def user_access(
         vpn = va >> PAGE_SHIFT
         pte = entries.get(vpn)
         if pte is None or not pte_user_access_ok(pte, write):
-            pte = _fault_until_mapped(mm, va, write)
+            pte = _fault_until_mapped(mm, va, write, user)
         pa = (pte_pfn(pte) << PAGE_SHIFT) | (va & ~PAGE_MASK)
         wb = pte_cache_mode(pte) == CACHE_WB
         if write:
@@ -157,9 +178,9 @@ def _origin(mm: MmStruct, va: int) -> str:
     return f"CPU (pid {pid}, va {va:#x})"
 
 
-def _fault_until_mapped(mm: MmStruct, addr: int, write: bool) -> int:
+def _fault_until_mapped(mm: MmStruct, addr: int, write: bool, user: bool = True) -> int:
     for _ in range(_MAX_FAULT_RETRIES):
-        do_user_addr_fault(mm, addr, write)
+        do_user_addr_fault(mm, addr, write, user)
         pte = mm.pgtable.entries.get(addr >> PAGE_SHIFT)
         if pte is not None and pte_user_access_ok(pte, write):
             return pte
@@ -170,8 +191,12 @@ def _fault_until_mapped(mm: MmStruct, addr: int, write: bool) -> int:
 
 
 @kernel_function("do_user_addr_fault", file="arch/x86/mm/fault.c")
-def do_user_addr_fault(mm: MmStruct, addr: int, write: bool) -> None:
-    """The arch fault handler: find the vma, check access, call handle_mm_fault."""
+def do_user_addr_fault(mm: MmStruct, addr: int, write: bool, user: bool = True) -> None:
+    """The arch fault handler: find the vma, check access, call handle_mm_fault.
+
+    ``VM_FAULT_OOM`` (``mm_fault_error``): from user mode the OOM killer runs
+    (``pagefault_out_of_memory``) and the task is killed; from kernel mode the
+    access fails through the exception-table fixup (``-EFAULT``)."""
     vma = mm.vma_lookup(addr)
     if vma is None:
         _deliver(mm, SIGSEGV(SEGV_MAPERR, addr, _pid(mm)))
@@ -187,7 +212,9 @@ def do_user_addr_fault(mm: MmStruct, addr: int, write: bool) -> None:
         kernel.emit("fault", vma, addr)  # checkers see a PTE the moment it is installed
     if fault & VM_FAULT_ERROR:
         if fault & VM_FAULT_OOM:
-            raise MemoryError(f"VM_FAULT_OOM at {addr:#x}: the OOM killer would run")
+            if not user:
+                raise SIGSEGV(SEGV_MAPERR, addr, _pid(mm))  # kernelmode_fixup_or_oops
+            raise pagefault_out_of_memory(mm, addr)
         if fault & VM_FAULT_SIGBUS:
             _deliver(mm, SIGBUS(BUS_ADRERR, addr, _pid(mm)))
         _deliver(mm, SIGSEGV(SEGV_ACCERR, addr, _pid(mm)))
@@ -252,13 +279,19 @@ def do_anonymous_page(vmf: VmFault) -> int:
         mm.pgtable.set(vpn, mk_pte(kernel.zero_pfn, _prot_ro(vma.vm_page_prot), special=True))
         return 0
     page = _alloc_anon_page(kernel)
+    if page is None:
+        return VM_FAULT_OOM
     vma.anon_vma = True
     _install_page(vma, vpn, page, writable=bool(vma.vm_flags & VM_WRITE))
     return 0
 
 
-def _alloc_anon_page(kernel: Kernel) -> Page:
-    pfn = kernel.mem.alloc_pages(0)
+def _alloc_anon_page(kernel: Kernel) -> Page | None:
+    """``vma_alloc_zeroed_movable_folio``: a zeroed page, or None (NULL) when memory is out."""
+    try:
+        pfn = kernel.mem.alloc_pages(0, GFP_HIGHUSER_MOVABLE | __GFP_ZERO)
+    except OutOfMemory:
+        return None
     page = kernel.mem.pfn_to_page(pfn)
     page.anon = True
     return page
@@ -348,6 +381,8 @@ def do_cow_fault(vmf: VmFault) -> int:
     vma = vmf.vma
     kernel = vma.kernel
     new = _alloc_anon_page(kernel)
+    if new is None:
+        return VM_FAULT_OOM
     ret = __do_fault(vmf)
     if ret & VM_FAULT_ERROR:
         put_page(kernel, new)
@@ -404,6 +439,8 @@ def do_wp_page(vma: VmAreaStruct, address: int, pte: int) -> int:
         mm.pgtable.set(vpn, pte_mkwrite(pte))  # wp_page_reuse: we are the only user
         return 0
     new = _alloc_anon_page(kernel)
+    if new is None:
+        return VM_FAULT_OOM
     if pfn == kernel.zero_pfn:
         pass  # a zeroed page is what the zero page holds
     else:

@@ -27,9 +27,16 @@ unmaps the old range — except with ``MREMAP_DONTUNMAP``, which leaves the old
 vma in place, empty (it refaults from its file, or reads zeros if anonymous)
 and no longer ``VM_LOCKED``.  A ``VM_LOCKED`` vma populates what it gained.
 
-Simplified: no hugetlb, userfaultfd, mseal, accounting or map-count limits;
-6.16's reordered parameter checks (``EINVAL`` before ``EFAULT`` when both
-apply) and 6.17's moves spanning several vmas are not modelled.
+6.16-6.17 reworked the file around ``struct vma_remap_struct``
+(``Spec.mremap_remap_move``): ``check_mremap_params`` runs every ``EINVAL``
+check before the vma is looked up, ``check_prep_vma`` checks the source before
+anything is unmapped (so a failing source no longer costs the ``MREMAP_FIXED``
+target its mapping), and a same-length ``MREMAP_FIXED`` move walks every vma
+in the old range (``remap_move``), keeping the gaps between them.
+
+Simplified: no hugetlb, userfaultfd, mseal, accounting or map-count limits; no
+simulated file has ``f_op->get_unmapped_area``, so every vma may join a
+multi-vma move (``vma_multi_allowed``).
 """
 
 from __future__ import annotations
@@ -90,6 +97,8 @@ def do_mremap(
     # thing. But a zero new-len is nonsensical."
     if not new_len:
         return -errno.EINVAL
+    if spec.mremap_remap_move:
+        return _do_mremap_vrm(mm, addr, old_len, new_len, flags, new_addr)
     if spec.mremap_vma_lookup_first and mm.vma_lookup(addr) is None:
         return -errno.EFAULT  # 5.16+ (550a7d60bd5e): before anything else is looked at
     if flags & (MREMAP_FIXED | MREMAP_DONTUNMAP):
@@ -103,7 +112,16 @@ def do_mremap(
     vma_or_err = vma_to_resize(mm, addr, old_len, new_len, flags)
     if isinstance(vma_or_err, int):
         return vma_or_err
-    vma = vma_or_err
+    return expand_vma(mm, vma_or_err, addr, old_len, new_len, flags)
+
+
+@kernel_function("expand_vma", file="mm/mremap.c")
+def expand_vma(
+    mm: MmStruct, vma: VmAreaStruct, addr: int, old_len: int, new_len: int, flags: int
+) -> int:
+    """Grow in place when the range ends the vma and the space after it is free,
+    else (``MREMAP_MAYMOVE``) move it somewhere that fits; else ``ENOMEM``.
+    (The function got its name in 6.16; before, this was the tail of ``do_mremap``.)"""
     delta = new_len - old_len
     if old_len == vma.vm_end - addr and _vma_expandable(mm, vma, delta):
         mm.vma_adjust(vma, vma.vm_start, addr + new_len, vma.vm_pgoff)
@@ -117,6 +135,121 @@ def do_mremap(
     if new_addr < 0:
         return new_addr
     return move_vma(mm, vma, addr, old_len, new_len, new_addr, flags)
+
+
+def _do_mremap_vrm(
+    mm: MmStruct, addr: int, old_len: int, new_len: int, flags: int, new_addr: int
+) -> int:
+    """``do_mremap`` after the 6.16-6.17 rework; lengths are page aligned, the flags,
+    ``addr`` alignment and a zero ``new_len`` already checked by the caller."""
+    err = check_mremap_params(addr, old_len, new_len, flags, new_addr)
+    if err:
+        return err
+    if flags & MREMAP_FIXED and old_len == new_len:  # vrm_move_only
+        return remap_move(mm, addr, old_len, new_addr, flags)
+    vma = mm.vma_lookup(addr)
+    err = check_prep_vma(mm, vma, addr, old_len, new_len, flags)
+    if err:
+        return err
+    assert vma is not None  # check_prep_vma returned EFAULT otherwise
+    if flags & (MREMAP_FIXED | MREMAP_DONTUNMAP):  # vrm_implies_new_addr
+        return mremap_to(mm, addr, old_len, new_addr, new_len, flags)
+    # mremap_at
+    if old_len == new_len:
+        return addr
+    if old_len > new_len:
+        ret = mm.do_munmap(addr + new_len, old_len - new_len)
+        return ret if ret else addr
+    return expand_vma(mm, vma, addr, old_len, new_len, flags)
+
+
+@kernel_function("check_mremap_params", file="mm/mremap.c")
+def check_mremap_params(addr: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
+    """6.16+: the parameter checks, all ``EINVAL``, before the mmap lock is taken.
+    The flag, alignment and zero-length checks ran in :func:`do_mremap`; their
+    order among ``EINVAL`` checks is not observable."""
+    if new_len > TASK_SIZE:
+        return -errno.EINVAL
+    if not flags & (MREMAP_FIXED | MREMAP_DONTUNMAP):
+        return 0
+    if new_addr > TASK_SIZE - new_len or new_addr & ~PAGE_MASK:
+        return -errno.EINVAL
+    # "Target VMA must not overlap source VMA."
+    if addr + old_len > new_addr and new_addr + new_len > addr:
+        return -errno.EINVAL
+    return 0
+
+
+@kernel_function("check_prep_vma", file="mm/mremap.c")
+def check_prep_vma(
+    mm: MmStruct,
+    vma: VmAreaStruct | None,
+    addr: int,
+    old_len: int,
+    new_len: int,
+    flags: int,
+) -> int:
+    """6.17+: what ``vma_to_resize`` checked, now before anything is unmapped.
+    Only a request that expands or moves is checked beyond the vma's existence."""
+    if vma is None:
+        return -errno.EFAULT
+    if not flags & (MREMAP_FIXED | MREMAP_DONTUNMAP) and new_len <= old_len:
+        return 0  # shrink or no-op in place: !vrm_will_map_new
+    if not old_len and not vma.vm_flags & (VM_SHARED | VM_MAYSHARE):
+        return -errno.EINVAL
+    if (
+        flags & MREMAP_DONTUNMAP
+        and mm.kernel.spec.mremap_dontunmap_special_einval
+        and vma.vm_flags & (VM_DONTEXPAND | VM_PFNMAP)
+    ):
+        return -errno.EINVAL
+    # a shrink may unmap across vma ends; only the kept part has to fit its vma
+    old_len = min(old_len, new_len)
+    if old_len > vma.vm_end - addr:
+        return -errno.EFAULT  # "We can't remap across the end of VMAs"
+    if new_len == old_len:
+        return 0
+    pgoff = ((addr - vma.vm_start) >> PAGE_SHIFT) + vma.vm_pgoff
+    if pgoff + (new_len >> PAGE_SHIFT) > ULONG_MAX:
+        return -errno.EINVAL
+    if vma.vm_flags & (VM_DONTEXPAND | VM_PFNMAP):
+        return -errno.EFAULT  # R33
+    return 0
+
+
+@kernel_function("remap_move", file="mm/mremap.c")
+def remap_move(mm: MmStruct, addr: int, length: int, new_addr: int, flags: int) -> int:
+    """6.17+: a same-length ``MREMAP_FIXED`` move of every vma in ``[addr, addr +
+    length)``, each one checked and moved on its own, the gaps between them kept.
+
+    The range must start inside a vma (``EFAULT``); a gap after the first vma is
+    skipped.  A failure part way leaves the vmas already moved where they went, as
+    in the kernel.  Returns where the first vma went.
+    """
+    start, end = addr, addr + length
+    target = new_addr
+    res = -errno.EFAULT
+    seen = False
+    last_end = 0
+    cursor = start
+    while True:
+        vma = mm.find_vma(cursor)
+        if vma is None or vma.vm_start >= end:
+            return res
+        piece = max(vma.vm_start, start)
+        size = min(end, vma.vm_end) - piece
+        if not seen and start < vma.vm_start:
+            return -errno.EFAULT  # "No gap permitted at the start of the range."
+        offset = vma.vm_start - last_end if seen else 0
+        last_end = cursor = vma.vm_end
+        err = check_prep_vma(mm, vma, piece, size, size, flags)
+        moved = err or mremap_to(mm, piece, size, target + offset, size, flags)
+        if moved < 0:
+            return moved
+        if not seen:
+            res = moved
+        seen = True
+        target = moved + size
 
 
 @kernel_function("mremap_to", file="mm/mremap.c")

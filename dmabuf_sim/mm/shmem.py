@@ -16,6 +16,7 @@ import errno
 import os
 from typing import TYPE_CHECKING
 
+from ..errors import KernelError, OutOfMemory
 from ..fs import (
     FMODE_LSEEK,
     FMODE_PREAD,
@@ -28,8 +29,17 @@ from ..fs import (
     Inode,
 )
 from ..trace import kernel_function
+from .gfp import __GFP_ZERO, GFP_HIGHUSER_MOVABLE
 from .page_alloc import PAGE_SHIFT, PAGE_SIZE, Page
-from .vma import VM_FAULT_SIGBUS, VM_SHARED, VM_WRITE, VmAreaStruct, VmFault, VmOperationsStruct
+from .vma import (
+    VM_FAULT_OOM,
+    VM_FAULT_SIGBUS,
+    VM_SHARED,
+    VM_WRITE,
+    VmAreaStruct,
+    VmFault,
+    VmOperationsStruct,
+)
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
@@ -88,12 +98,18 @@ def _pages_in_file(inode: Inode) -> int:
 
 @kernel_function("shmem_get_folio", file="mm/shmem.c")
 def shmem_read_mapping_page(inode: Inode, index: int) -> Page:
-    """Find or allocate the page cache page at ``index`` (referenced by the cache)."""
+    """Find or allocate the page cache page at ``index`` (referenced by the cache).
+
+    Raises :class:`~dmabuf_sim.errors.KernelError` ``ENOMEM`` (the
+    ``ERR_PTR(-ENOMEM)`` of ``shmem_read_mapping_page``) when no page is free."""
     kernel = inode.kernel
     mapping = inode.i_mapping
     pfn = mapping.pages.get(index)
     if pfn is None:
-        pfn = kernel.mem.alloc_pages(0)
+        try:
+            pfn = kernel.mem.alloc_pages(0, GFP_HIGHUSER_MOVABLE | __GFP_ZERO)
+        except OutOfMemory:
+            raise KernelError(errno.ENOMEM, "shmem_read_mapping_page") from None
         mapping.pages[index] = pfn
         page = kernel.mem.pfn_to_page(pfn)
         page.mapping = mapping
@@ -109,7 +125,10 @@ def shmem_fault(vmf: VmFault) -> int:
     inode = vma.vm_file.f_inode
     if vmf.pgoff >= _pages_in_file(inode):
         return VM_FAULT_SIGBUS
-    page = shmem_read_mapping_page(inode, vmf.pgoff)
+    try:
+        page = shmem_read_mapping_page(inode, vmf.pgoff)
+    except KernelError:
+        return VM_FAULT_OOM  # vmf_error(-ENOMEM)
     page.refcount += 1  # the PTE's reference
     vmf.page = page
     return 0
@@ -185,7 +204,14 @@ def _shmem_write(file: File, data: bytes, pos: int) -> int:
     while done < len(data):
         index, off = divmod(pos + done, PAGE_SIZE)
         chunk = min(len(data) - done, PAGE_SIZE - off)
-        page = shmem_read_mapping_page(inode, index)
+        try:
+            page = shmem_read_mapping_page(inode, index)
+        except KernelError as exc:
+            # generic_perform_write: a short write if anything went in, else the error
+            if not done:
+                return -exc.err
+            end = pos + done
+            break
         piece = data[done : done + chunk]
         pa = (page.pfn << PAGE_SHIFT) + off
         kernel.cache.store(pa, piece)

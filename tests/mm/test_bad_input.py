@@ -60,6 +60,11 @@ TYPE_CASES: list[tuple[str, tuple[Any, ...], str]] = [
     ("write", ("{fd}", "text"), "data"),
     ("write_memory", ("{addr}", "text"), "data"),
     ("read_memory", ("x", 1), "addr"),
+    ("read_memory", ("{addr}", 1.0), "n"),
+    ("read", ("{fd}", "1"), "n"),
+    ("open", ("/dev/simmem", 0, "0644"), "mode"),
+    ("file", ("{fd}.0",), "fd"),
+    ("fdinfo", (None,), "fd"),
 ]
 
 RANGE_CASES: list[tuple[str, tuple[Any, ...], str]] = [
@@ -76,6 +81,10 @@ RANGE_CASES: list[tuple[str, tuple[Any, ...], str]] = [
     ("ftruncate", ("{fd}", 2**64), "length"),
     ("read", ("{fd}", -1), "n"),
     ("read_memory", ("{addr}", -1), "n"),
+    ("read", ("{fd}", 2**64), "n"),
+    ("open", ("/dev/simmem", 0, 2**40), "mode"),
+    ("ioctl", ("{fd}", 0x5451, 2**64), "arg"),
+    ("ioctl", ("{fd}", 0x5451, -(2**63) - 1), "arg"),
 ]
 
 

@@ -514,7 +514,11 @@ def test_pfn_allocated_keeps_its_answers() -> None:
             pfn = mem.alloc_contig(n)
             cma.append((pfn, n))
             owned[pfn] = n
-    for pfn in [*range(mem._next + 64), *range(mem._buddy_end - 50, mem._contig_next + 50)]:
+    # every frame at and around each block ever handed out, and the CMA boundary
+    probes = {p for first, n in owned.items() for p in range(first - 2, first + n + 2)}
+    probes |= set(range(mem._buddy_end - 50, mem._buddy_end + 50))
+    probes |= {pfn for pfn, _n in buddy + cma}
+    for pfn in sorted(probes):
         expect = any(first <= pfn < first + n for first, n in owned.items())
         assert mem.pfn_allocated(pfn) == expect, hex(pfn)
 

@@ -26,6 +26,7 @@ PAGE = 4096
 RW = mmap.PROT_READ | mmap.PROT_WRITE
 MOVE = MREMAP_MAYMOVE | MREMAP_FIXED
 ANON = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+MAP_FIXED = 0x10
 
 
 def errno_of(fn: object, *args: object) -> int:
@@ -187,3 +188,71 @@ def test_property_a_fixed_move_keeps_every_byte(pages: int, data: bytes) -> None
         dst = far(p, pages)
         p.mremap(a, pages * PAGE, pages * PAGE, MOVE, dst)
         assert all(p.read_memory(dst + i * PAGE, len(data)) == data for i in range(pages))
+
+
+def _three_with_a_gap(p: Process) -> int:
+    """Anonymous [A A] [B] _ [C] at a free range: two touching vmas of different
+    protections, a one-page gap, then a third."""
+    base = far(p, 8)
+    fixed = ANON | MAP_FIXED
+    p.mmap(base, 2 * PAGE, RW, fixed, -1, 0)
+    p.mmap(base + 2 * PAGE, PAGE, mmap.PROT_READ, fixed, -1, 0)
+    p.mmap(base + 4 * PAGE, PAGE, RW, fixed, -1, 0)
+    p.write_memory(base, b"A")
+    p.write_memory(base + 4 * PAGE, b"C")
+    return base
+
+
+@pytest.mark.parametrize("spec", ["v6.19", "latest"])
+def test_a_fixed_move_spans_several_vmas_and_keeps_their_gaps_since_6_17(spec: str) -> None:
+    """6.17's remap_move: a same-length MREMAP_FIXED move takes every vma in the old
+    range along, each where its offset says, the gap between them kept."""
+    p = Kernel(spec).spawn("mremap")
+    base = _three_with_a_gap(p)
+    dst = far(p, 16)
+    assert p.mremap(base, 5 * PAGE, 5 * PAGE, MOVE, dst) == dst
+    moved = [(v.vm_start - dst, v.vm_end - dst) for v in p.mm.vmas_in(dst, dst + 5 * PAGE)]
+    assert moved == [(0, 2 * PAGE), (2 * PAGE, 3 * PAGE), (4 * PAGE, 5 * PAGE)]
+    assert p.read_memory(dst, 1) == b"A"
+    assert p.read_memory(dst + 4 * PAGE, 1) == b"C"
+    assert p.mm.vmas_in(base, base + 5 * PAGE) == []
+
+
+@pytest.mark.parametrize("spec", ["v6.19", "latest"])
+def test_a_fixed_move_must_start_inside_a_vma_since_6_17(spec: str) -> None:
+    """remap_move: "No gap permitted at the start of the range" → EFAULT, nothing moved
+    and the destination left alone (the checks now precede every unmap)."""
+    p = Kernel(spec).spawn("mremap")
+    base = _three_with_a_gap(p)
+    dst = p.mmap(far(p, 16), PAGE, RW, ANON | MAP_FIXED, -1, 0)
+    layout = [(v.vm_start, v.vm_end) for v in p.mm.vmas]
+    assert errno_of(p.mremap, base + 3 * PAGE, 2 * PAGE, 2 * PAGE, MOVE, dst) == errno.EFAULT
+    assert [(v.vm_start, v.vm_end) for v in p.mm.vmas] == layout
+
+
+@pytest.mark.parametrize("spec", ["v5.10", "v6.12"])
+def test_a_fixed_move_across_vmas_fails_before_6_17(spec: str) -> None:
+    """Up to 6.16 vma_to_resize refuses an old range that runs past its vma: EFAULT,
+    after mremap_to has already unmapped the destination."""
+    p = Kernel(spec).spawn("mremap")
+    base = _three_with_a_gap(p)
+    dst = p.mmap(far(p, 16), PAGE, RW, ANON | MAP_FIXED, -1, 0)
+    assert errno_of(p.mremap, base, 5 * PAGE, 5 * PAGE, MOVE, dst) == errno.EFAULT
+    assert p.read_memory(base + 4 * PAGE, 1) == b"C"  # the source stayed
+    assert p.mm.vma_lookup(dst) is None  # the destination did not
+
+
+@pytest.mark.parametrize("exporter", ["system_heap", "vgem"])
+def test_a_dmabuf_vma_moves_along_with_its_neighbours_since_6_17(exporter: str) -> None:
+    """A dma-buf file has no get_unmapped_area, so vma_multi_allowed lets its vma join
+    a multi-vma move: the PTEs travel, the buffer reads the same at the new place."""
+    p = Kernel("latest").spawn("mremap")
+    fd = EXPORTERS[exporter].make_fd(p, PAGE, os.O_RDWR)
+    base = far(p, 4)
+    p.mmap(base, PAGE, RW, ANON | MAP_FIXED, -1, 0)
+    p.mmap(base + PAGE, PAGE, RW, mmap.MAP_SHARED | MAP_FIXED, fd, 0)
+    p.write_memory(base + PAGE, b"buffer")
+    dst = far(p, 16)
+    assert p.mremap(base, 2 * PAGE, 2 * PAGE, MOVE, dst) == dst
+    assert p.read_memory(dst + PAGE, 6) == b"buffer"
+    assert p.mm.vma_lookup(dst + PAGE).vm_file is not None  # type: ignore[union-attr]
