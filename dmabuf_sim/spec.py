@@ -355,6 +355,17 @@ class Spec:
         "udmabuf pre-faults the rest of the vma on fault (invisible to the modelled syscalls)",
         commit="udmabuf: pre-fault when first page fault (Huan Yang, for 6.13)",
     )
+    udmabuf_begin_cpu_always_syncs: bool = _b(
+        "7.2 (stable 7.1.y, 6.18.y, 6.12.y, 6.6.y, 6.1.y, 5.15.y, 5.10.y, Aug 2026)",
+        "R44",
+        "udmabuf's begin_cpu_access syncs for the CPU also the first time, when it makes"
+        " its sg table (before, that mapping only cleaned the cache, so a line the CPU had"
+        " cached stayed stale over what a device wrote)",
+        commit="1d0e25c1ddf2 (udmabuf: Ensure to perform cache synchronisation in"
+        " begin_cpu_udmabuf(); Robert Mader)",
+        stable="7.1.y, 6.18.y, 6.12.y, 6.6.y, 6.1.y, 5.15.y, 5.10.y (Aug 2026); in 6.12.117"
+        " and 6.1.192, not in 6.19.14",
+    )
     udmabuf_denies_future_write: bool = _b(
         "6.13 (Dec 2024; stable 6.12.y, 6.1.y, Jan 2025)",
         "",
@@ -513,6 +524,7 @@ _V35 = Spec(
     udmabuf_pfnmap=False,
     udmabuf_prefault=False,
     udmabuf_denies_future_write=False,
+    udmabuf_begin_cpu_always_syncs=False,
     drm_core_ioctl_count=0xCF,
     drm_mode_size_dumb=False,
     drm_shmem_import_put_on_success=False,
@@ -611,6 +623,7 @@ _V61 = Spec(
     udmabuf_pfnmap=False,
     udmabuf_prefault=False,
     udmabuf_denies_future_write=True,  # stable, Jan 2025
+    udmabuf_begin_cpu_always_syncs=True,  # stable, Aug 2026
     drm_core_ioctl_count=0xCF,
     drm_mode_size_dumb=False,
     drm_shmem_import_put_on_success=True,  # stable, Dec 2022
@@ -709,6 +722,7 @@ _V619 = attrs.evolve(
     madvise_guard=True,
     falloc_write_zeroes=True,
     mremap_remap_move=True,
+    udmabuf_begin_cpu_always_syncs=False,  # 6.19.y had ended before the Aug 2026 fix
 )
 
 # latest = Linux 7.3 (7.3.4): the dma-buf tracepoints (7.0) and noexec pseudo
@@ -719,6 +733,7 @@ _LATEST = attrs.evolve(
     kernel_version="7.3.4",
     tracepoints=True,
     pseudo_fs_noexec=True,
+    udmabuf_begin_cpu_always_syncs=True,
 )
 
 
@@ -783,7 +798,8 @@ RELEASES: tuple[ReleaseRange, ...] = (
         "v6.1",
         "6.1.192",
         "models 6.1.192; releases before the backports differ in cma_heap_fault_off_by_one,"
-        " drm_shmem_rejects_cow, drm_shmem_import_put_on_success, udmabuf_denies_future_write",
+        " drm_shmem_rejects_cow, drm_shmem_import_put_on_success, udmabuf_denies_future_write,"
+        " udmabuf_begin_cpu_always_syncs",
     ),
     ReleaseRange(
         (6, 12, 0),

@@ -169,7 +169,10 @@ class ShootdownExporter(DmaBufOps):
             buf.shootdowns += 1
             assert dmabuf.file is not None
             mapping = dmabuf.file.f_mapping if self.use_dmabuf_file else buf.filp.f_mapping
-            unmap_mapping_range(mapping, 0, buf.npages << PAGE_SHIFT, 1)
+            # even_cows = 0: this is an invalidation, not a truncate ("don't throw away
+            # private data"); omapdrm passes 1, which discards what a MAP_PRIVATE mapping
+            # wrote into its own copies of the pages.
+            unmap_mapping_range(mapping, 0, buf.npages << PAGE_SHIFT, 0)
 
     @kernel_function("shootdown_map_dma_buf", file="(omapdrm-like: omap_gem_map_dma_buf)")
     def map_dma_buf(self, attach: DmaBufAttachment, direction: DmaDataDirection) -> SgTable:

@@ -153,8 +153,11 @@ class UdmabufOps(DmaBufOps):
                 ubuf.sg = _get_sg_table(ubuf.device, ubuf, direction)
             except KernelError as exc:
                 return -exc.err
-        else:
-            dma_sync_sgtable_for_cpu(ubuf.device, ubuf.sg, direction)
+            if not dmabuf.kernel.spec.udmabuf_begin_cpu_always_syncs:
+                # Before 1d0e25c1ddf2 the first call relied on mapping the sg table,
+                # which only cleans: a line the CPU cached before a device wrote stays.
+                return 0
+        dma_sync_sgtable_for_cpu(ubuf.device, ubuf.sg, direction)
         return 0
 
     @kernel_function("end_cpu_udmabuf", file="drivers/dma-buf/udmabuf.c")

@@ -410,14 +410,15 @@ def _finish_fault(vmf: VmFault, page: Page, *, writable: bool) -> None:
 def _copy_user_page(kernel: Kernel, dst_pfn: int, src_pfn: int) -> None:
     """``copy_user_highpage`` through the kernel's write-back linear map (the cache).
 
-    The copy is cleaned to memory afterwards, as architectures whose user
-    mapping of the new page may not go through the cache do after the copy
-    (the new page inherits ``vm_page_prot``, which a dma-buf vma may have made
-    write-combined): both views then hold the copied bytes.
+    The copy is written back and dropped from the cache afterwards, as
+    architectures whose user mapping of the new page may not go through the
+    cache do after the copy (the new page inherits ``vm_page_prot``, which a
+    dma-buf vma may have made write-combined): memory holds the copied bytes,
+    and no cached line is left to go stale when the user writes past the cache.
     """
     data = kernel.cache.load(src_pfn << PAGE_SHIFT, PAGE_SIZE)
     kernel.cache.store(dst_pfn << PAGE_SHIFT, data)
-    kernel.cache.clean_range(dst_pfn << PAGE_SHIFT, PAGE_SIZE)
+    kernel.cache.flush_range(dst_pfn << PAGE_SHIFT, PAGE_SIZE)
     observer = kernel.access_observer
     if observer is not None:
         observer.cpu_access(src_pfn << PAGE_SHIFT, data, False, "kernel (COW copy)")

@@ -84,9 +84,17 @@ class KernelMapping:
             self.kernel.cache.clean_range(pfn << PAGE_SHIFT, PAGE_SIZE)
 
     def invalidate(self) -> None:
-        """``invalidate_kernel_vmap_range``: drop cached lines."""
+        """``invalidate_kernel_vmap_range``: no cached line of the range survives.
+
+        The kernel needs it only where the vmap alias has lines of its own (VIVT or
+        aliasing VIPT caches: ARM32 implements it with ``__cpuc_flush_dcache_area``,
+        write back then drop; x86 and arm64 with nothing).  The simulated cache is
+        physically indexed, one line per physical address whichever mapping wrote it,
+        so dropping dirty lines would lose what a user mapping wrote: they are written
+        back first, as ARM32 does.
+        """
         for pfn in self.pfns:
-            self.kernel.cache.invalidate_range(pfn << PAGE_SHIFT, PAGE_SIZE)
+            self.kernel.cache.flush_range(pfn << PAGE_SHIFT, PAGE_SIZE)
 
 
 @kernel_function("vmap", file="mm/vmalloc.c")
