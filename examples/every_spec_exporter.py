@@ -38,19 +38,23 @@ class EverySpecExporter(DmaBufOps):
     def map_dma_buf(self, attach, direction):
         sgt = attach.dmabuf.priv.copy()
         dma_map_sgtable(attach.dev, sgt, direction)
+        attach.priv = sgt  # mapped: CPU access syncs it
         return sgt
 
     def unmap_dma_buf(self, attach, sgt, direction):
+        attach.priv = None
         dma_unmap_sgtable(attach.dev, sgt, direction)
 
     def begin_cpu_access(self, dmabuf, *args):  # (direction) or (start, len, direction)
         for a in dmabuf.attachments:
-            dma_sync_sgtable_for_cpu(a.dev, dmabuf.priv, args[-1])
+            if a.priv:  # only mapped ones: syncing for the CPU drops lines it wrote
+                dma_sync_sgtable_for_cpu(a.dev, a.priv, args[-1])
         return 0
 
     def end_cpu_access(self, dmabuf, *args):
         for a in dmabuf.attachments:
-            dma_sync_sgtable_for_device(a.dev, dmabuf.priv, args[-1])
+            if a.priv:
+                dma_sync_sgtable_for_device(a.dev, a.priv, args[-1])
         return 0
 
     def kmap(self, dmabuf, page_num):  # mandatory on 3.x, unused since 5.6

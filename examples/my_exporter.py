@@ -26,19 +26,23 @@ class MyExporter(DmaBufOps):
     def map_dma_buf(self, attach, direction):
         sgt = attach.dmabuf.priv.copy()
         dma_map_sgtable(attach.dev, sgt, direction)  # clean the CPU cache for the device
+        attach.priv = sgt  # mapped: CPU access syncs it
         return sgt
 
     def unmap_dma_buf(self, attach, sgt, direction):
+        attach.priv = None
         dma_unmap_sgtable(attach.dev, sgt, direction)  # invalidate: the device wrote
 
     def begin_cpu_access(self, dmabuf, direction):
         for a in dmabuf.attachments:
-            dma_sync_sgtable_for_cpu(a.dev, dmabuf.priv, direction)
+            if a.priv:  # not one merely attached: that would drop lines the CPU wrote
+                dma_sync_sgtable_for_cpu(a.dev, a.priv, direction)
         return 0
 
     def end_cpu_access(self, dmabuf, direction):
         for a in dmabuf.attachments:
-            dma_sync_sgtable_for_device(a.dev, dmabuf.priv, direction)
+            if a.priv:
+                dma_sync_sgtable_for_device(a.dev, a.priv, direction)
         return 0
 
     def mmap(self, dmabuf, vma):

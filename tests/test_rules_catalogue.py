@@ -78,6 +78,7 @@ def test_seed_and_sanitizer_ids() -> None:
         "SAN-VMA-FILE",
         "SAN-OTHER-BUFFER",
         "SAN-LEAK",
+        "SAN-MODULE",
         "SAN-SGT",
         "SAN-ACCESS",
         "SAN-OOPS",
@@ -112,8 +113,10 @@ def test_seed_rule_specs() -> None:
     for rid in ("SEED-BOUNDS", "SEED-NO-FAULT-SYNC", "SEED-IMPORTER-MMAP"):
         assert rule(rid).specs == MMAP
     for r in RULES.values():
-        if r.kind == "sanitizer":
+        if r.kind == "sanitizer" and r.id != "SAN-MODULE":
             assert r.specs == ALL, r.id
+    # exp_info.owner and the module reference of dma_buf_export came with 4.1
+    assert rule("SAN-MODULE").specs == ("v5.10", "v6.1", "v6.12", "v6.19", "latest")
 
 
 def test_rules_for_v34_has_only_what_34_can_do() -> None:

@@ -466,6 +466,13 @@ def k_import_mmap(r: Recorder, data: Random) -> bool:
     return True
 
 
+def k_rmmod(r: Recorder, data: Random) -> bool:
+    if not r.state.exporter.module:
+        return False
+    r.call("rmmod")
+    return True
+
+
 # -- motifs: several steps that belong together ---------------------------------------------------
 def m_keep_mapped(r: Recorder, data: Random) -> bool:
     """A device attaches and keeps the buffer mapped (the RFC's importer that never lets go)."""
@@ -550,6 +557,7 @@ KINDS: tuple[tuple[str, Kind, int], ...] = (
     ("add_fence", k_add_fence, 1),
     ("finish_device_work", k_finish, 1),
     ("import_mmap", k_import_mmap, 1),
+    ("rmmod", k_rmmod, 1),
     ("keep_mapped", m_keep_mapped, 2),
     ("cpu_session", m_cpu_session, 5),
     ("device_session", m_device_session, 4),

@@ -198,6 +198,12 @@ def resolve_exporter(obj: Any, *, capabilities: Capabilities | None = None) -> E
             f"{name}.capabilities must be a dmabuf_sim.exporters.registry.Capabilities,"
             f" not {type(caps).__name__}"
         )
+    module = getattr(obj, "module", "")
+    if not isinstance(module, str):
+        raise UsageError(
+            f"{name}.module must be a str: the name of the kernel module the exporter is"
+            f" built as (what it passes as exp_info.owner), not {type(module).__name__}"
+        )
     return ExporterInfo(
         name=name,
         summary=(inspect.getdoc(obj) or name).splitlines()[0],
@@ -205,6 +211,8 @@ def resolve_exporter(obj: Any, *, capabilities: Capabilities | None = None) -> E
         make_fd=_user_make_fd(factory, name),
         available=_user_available,
         capabilities=caps,
+        module=module,
+        module_code=(obj if inspect.isclass(obj) else type(obj),) if module else (),
     )
 
 

@@ -84,6 +84,7 @@ from ..kernel import Kernel
 from ..mm.mmap import MAP_FIXED
 from ..mm.page_alloc import PAGE_SHIFT, PAGE_SIZE
 from ..mm.vmalloc import KernelMapping
+from ..module import Module, find_module, register_module_file, request_module
 from ..uapi import (
     DMA_BUF_IOCTL_SYNC,
     DMA_BUF_SYNC_END,
@@ -227,6 +228,24 @@ class DmaBufMachine:
         self._current_call = ""
         self._private_access = False
         self.baseline_pages = self.kernel.mem.allocated_pages
+        if self.exporter.module:
+            self._load_module()
+
+    def _load_module(self) -> None:
+        """``modprobe`` the exporter's module; one the kernel does not ship (a user's
+        exporter) is installed first, its code being the exporter's ops class."""
+        name = self.exporter.module
+        if self.exporter.module_code and find_module(self.kernel, name) is None:
+            register_module_file(
+                self.kernel, name, exit=_no_module_exit, code=self.exporter.module_code
+            )
+        ret = request_module(self.kernel, name)
+        if ret:
+            raise KitError(
+                f"exporter {self.exporter.name} declares module {name!r}, which cannot be"
+                f" loaded ({errname(-ret)}): set module to the name the exporter passes as"
+                " exp_info.owner, or leave it empty for a built-in exporter"
+            )
 
     # -- naming and small helpers ------------------------------------------------------
     def _name(self, prefix: str) -> str:
@@ -1107,6 +1126,51 @@ class DmaBufMachine:
 
     # -- the end ---------------------------------------------------------------------------
     @_step
+    def rmmod(self) -> None:
+        """``rmmod`` the exporter's module (``delete_module`` with ``O_NONBLOCK``).
+
+        Every buffer keeps its exporter's module loaded: ``dma_buf_export`` takes a
+        reference on ``exp_info->owner`` and ``dma_buf_release`` puts it, so the unload
+        fails ``EWOULDBLOCK`` while any buffer lives (an fd, a mapping, an attachment, a
+        kernel reference) and works once none does; vgem's open DRM fd holds it too.  An
+        unload that works is followed by ``modprobe``, as a developer reloading it would.
+        """
+        name = self.exporter.module
+        self._require(bool(name), f"exporter {self.exporter.name} is built in (no module)")
+        live = [b.name for b in self.live_buffers()]
+        held = live + self._module_files(name)
+        try:
+            self.proc.delete_module(name, os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.EWOULDBLOCK or not held:
+                self._find(
+                    "SAN-MODULE",
+                    f"rmmod {name} failed with {errname(exc.errno or 0)} while nothing of the"
+                    " exporter is alive: a module reference leaked (try_module_get without"
+                    " module_put)",
+                )
+            return
+        if live:
+            self._find(
+                "SAN-MODULE",
+                f"rmmod {name} unloaded the module while {', '.join(live)} still use its code:"
+                " the export must pass exp_info.owner = THIS_MODULE",
+            )
+        self._load_module()
+
+    def _module_files(self, name: str) -> list[str]:
+        """Open files of the kit's processes whose ``f_op`` the module provides."""
+        mod = find_module(self.kernel, name)
+        procs = [self.proc, *(c.proc for c in self.children)]
+        return [
+            f"fd {fd} of {p.comm}"
+            for p in procs
+            if p.alive
+            for fd, file in p.files.fds.items()
+            if mod is not None and file.f_op.module is mod
+        ]
+
+    @_step
     def teardown(self) -> None:
         """Close everything; every buffer is released once, every page given back (R17)."""
         self._require(not self.torn_down, "already torn down")
@@ -1131,6 +1195,15 @@ class DmaBufMachine:
         self.maps.clear()
         self.kernel.run_until_idle()
         findings = self.world.check() + check_released(self.world)
+        mod = find_module(self.kernel, self.exporter.module) if self.exporter.module else None
+        if mod is not None and mod.refcnt:
+            findings.append(
+                Finding(
+                    "SAN-MODULE",
+                    f"module {mod.name} still has {mod.refcnt} reference(s) after every buffer"
+                    " was released and every process exited: it can never be unloaded",
+                )
+            )
         leaked = self.kernel.mem.allocated_pages - self.baseline_pages
         if leaked > 0 and not any(f.rule in ("SAN-LEAK", "SAN-REFCOUNT") for f in findings):
             findings.append(
@@ -1142,6 +1215,10 @@ class DmaBufMachine:
             )
         if findings:
             self.world.pending.extend(findings)
+
+
+def _no_module_exit(mod: Module) -> None:
+    """A user exporter's ``module_exit``: nothing of its own to undo."""
 
 
 def _where(exc: BaseException) -> str:

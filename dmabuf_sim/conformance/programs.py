@@ -476,6 +476,57 @@ def _release_and_reuse(b: Builder) -> None:
         b.close(buf)
 
 
+def _first_sync_after_device(b: Builder) -> None:
+    buf = b.new_buffer(size=2 * P)
+    m = b.mmap(buf, offset=0, pages=2)
+    b.cpu_read(m, offset=8, n=LINE)  # outside SYNC: judged by nothing, but cached
+    b.cpu_read(m, offset=P + 8, n=LINE)
+    att = b.attach(buf, "gpu")
+    b.map_attachment(att, "bidirectional")
+    b.dma_write(att, offset=8, data=b.data(LINE))
+    b.dma_write(att, offset=P + 8, data=b.data(LINE))
+    b.sync_start(buf, "read")  # the buffer's first SYNC
+    b.cpu_read(m, offset=8, n=LINE)
+    b.cpu_read(m, offset=P + 8, n=LINE)
+    b.sync_end(buf)
+    b.unmap_attachment(att)
+    b.detach(att)
+
+
+def _attached_not_mapped(b: Builder) -> None:
+    buf = b.new_buffer(size=2 * P)
+    m = b.mmap(buf, offset=0, pages=2)
+    b.sync_start(buf, "rw")
+    b.cpu_write(m, offset=8, data=b.data(LINE))
+    b.cpu_write(m, offset=P + 8, data=b.data(LINE))
+    b.sync_end(buf)
+    att = b.attach(buf, "gpu")  # attached, never mapped: no DMA can have happened
+    b.sync_start(buf, "read", via="kernel")
+    b.cpu_read(m, offset=8, n=LINE)
+    b.sync_end(buf)
+    b.sync_start(buf, "read")
+    b.cpu_read(m, offset=P + 8, n=LINE)
+    b.sync_end(buf)
+    b.detach(att)
+    b.dma_job(buf, "read", offset=8, n=LINE)
+
+
+def _module_lifetime(b: Builder) -> None:
+    buf = b.new_buffer(size=2 * P)
+    b.rmmod()  # its fd holds the module
+    m = b.mmap(buf, offset=0, pages=2)
+    att = b.attach(buf, "gpu")
+    b.close(buf)
+    b.rmmod()  # the mapping and the attachment do
+    b.munmap(m)
+    b.rmmod()  # the attachment does
+    b.detach(att)
+    b.rmmod()  # nothing does: unloaded, then loaded again
+    again = b.new_buffer(size=P)
+    b.close(again)
+    b.rmmod()
+
+
 PROGRAMS: dict[str, DirectedProgram] = {
     p.name: p
     for p in (
@@ -616,6 +667,24 @@ PROGRAMS: dict[str, DirectedProgram] = {
             "sizes that are not page multiples: floored mmap, whole memory for devices",
             ("R2", "SAN-SGT", "SAN-STALE-READ"),
             _odd_sizes,
+        ),
+        DirectedProgram(
+            "first-sync-after-device",
+            "the first SYNC START drops what the CPU cached before a device wrote",
+            ("SAN-STALE-READ", "R44"),
+            _first_sync_after_device,
+        ),
+        DirectedProgram(
+            "attached-not-mapped",
+            "a device merely attached is no reason to invalidate what the CPU wrote",
+            ("SAN-STALE-READ", "R44"),
+            _attached_not_mapped,
+        ),
+        DirectedProgram(
+            "module-lifetime",
+            "a module exporter stays loaded while a buffer, mapping or attachment lives",
+            ("SAN-MODULE",),
+            _module_lifetime,
         ),
         DirectedProgram(
             "release-and-reuse",

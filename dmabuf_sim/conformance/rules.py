@@ -710,6 +710,15 @@ _SANITIZER_RULES: Final = (
         "sanitizer",
     ),
     Rule(
+        "SAN-MODULE",
+        "A buffer keeps its exporter's module loaded (exp_info.owner = THIS_MODULE): rmmod"
+        " fails EWOULDBLOCK while any buffer lives and works once the last one is released.",
+        "kernel-spec §4.1 dma_buf_export step 4 (try_module_get(owner)); dma_buf_release"
+        " (module_put)",
+        _MODERN,
+        "sanitizer",
+    ),
+    Rule(
         "SAN-SGT",
         "map_dma_buf hands a device an sg table that covers the whole buffer, page for page"
         " the memory the CPU maps.",

@@ -66,6 +66,16 @@ class ExporterInfo:
     """Specs on which the defect shows (empty: every spec)."""
     capabilities_on: Callable[[Spec], Capabilities] | None = None
     """What the exporter promises where that depends on the kernel (None: ``capabilities``)."""
+    kit_fails_on: tuple[str, ...] = ()
+    """Specs on which the conformance kit finds the exporter broken, ``rules`` naming what:
+    a bug of the kernel driver as that kernel ships it (``defect`` says which)."""
+    module: str = ""
+    """The loadable module the exporter is built as (its ``THIS_MODULE``); empty when it is
+    built in.  The kit unloads a module exporter between buffers and reports a buffer that
+    outlives it (SAN-MODULE)."""
+    module_code: tuple[object, ...] = ()
+    """What that module's code defines (the exporter's ops class), when the kit installs
+    the module itself; empty when the kernel does (vgem)."""
 
     def capabilities_for(self, spec: Spec) -> Capabilities:
         """The capabilities the exporter has under ``spec``."""
@@ -237,6 +247,12 @@ def _build() -> dict[str, ExporterInfo]:
             _udmabuf,
             _needs("has_udmabuf", "udmabuf"),
             Capabilities(),
+            rules=("SAN-STALE-READ",),
+            defect="the first DMA_BUF_IOCTL_SYNC START only maps udmabuf's sg table, which"
+            " cleans the cache but invalidates nothing: a line the CPU cached before a device"
+            " wrote stays stale (non-coherent machines; fixed by 1d0e25c1ddf2 in 7.2 and the"
+            " Aug 2026 stable releases: udmabuf_begin_cpu_always_syncs)",
+            kit_fails_on=("v6.19",),
         ),
         ExporterInfo(
             "vgem",
@@ -246,6 +262,7 @@ def _build() -> dict[str, ExporterInfo]:
             _modern,
             Capabilities(coherent=True, ignores_vm_pgoff=True),
             capabilities_on=_vgem_capabilities,
+            module="vgem",
         ),
         ExporterInfo(
             "shootdown",

@@ -22,6 +22,7 @@ from dmabuf_sim.conformance.program import check_replays
 from dmabuf_sim.conformance.programs import PROGRAMS
 from dmabuf_sim.conformance.sanitizers import RuleViolation
 from dmabuf_sim.exporters.registry import EXPORTERS
+from dmabuf_sim.module import find_module
 from dmabuf_sim.spec import DEFAULT_SPEC, SPECS
 
 ROOT = Path(__file__).parent.parent.parent
@@ -52,7 +53,7 @@ def test_kit_passes_reference_exporters(name: str, spec: str) -> None:
     """Reference exporters keep every rule (documented historical bugs excepted)."""
     report = check_exporter(name, spec=spec, max_examples=60)
     info = EXPORTERS[name]
-    if info.fails and (not info.fails_on or spec in info.fails_on):
+    if (info.fails and (not info.fails_on or spec in info.fails_on)) or spec in info.kit_fails_on:
         assert not report.ok
         assert set(info.rules) & set(report.broken_rules), report.summary()
     else:
@@ -338,3 +339,39 @@ def test_cli_check_exit_codes_and_verbose_listing(tmp_path: Path) -> None:
     assert usage.returncode == 2
     assert textwrap.shorten(usage.stderr, 200).startswith("dmabuf-sim check: cannot import")
     assert "Traceback" not in usage.stderr
+
+
+def test_rmmod_of_vgem_waits_for_its_buffers_and_reloads() -> None:
+    """SAN-MODULE on a module the kernel ships: vgem stays while a buffer lives; once
+    none does, rmmod unloads it and the kit loads it again, so buffers can still be made."""
+    state = make_machine("vgem", "v6.12")()
+    b1 = state.new_buffer(size=4096)
+    state.rmmod()  # EWOULDBLOCK: b1 holds it
+    first = find_module(state.kernel, "vgem")
+    state.close(b1)
+    state.rmmod()  # unloaded, then loaded again
+    again = find_module(state.kernel, "vgem")
+    assert again is not None and again is not first
+    assert [u.name for u in state.kernel.module_unloads] == ["vgem"]
+    assert state.kernel.module_unloads[0].leftovers == ()
+    b2 = state.new_buffer(size=4096)
+    state.close(b2)
+    state.teardown()
+    assert state.world.pending == []
+
+
+def test_rmmod_is_no_step_for_a_built_in_exporter() -> None:
+    state = make_machine("system_heap", "v6.12")()
+    with pytest.raises(ValueError, match="built in"):
+        state.rmmod()
+
+
+def test_a_module_attribute_must_name_the_module() -> None:
+    class Numbered:
+        module = 7
+
+        def export(self, kernel: object, size: int, flags: int) -> None:
+            raise AssertionError("not reached")
+
+    with pytest.raises(UsageError, match=r"module must be a str: the name of the kernel module"):
+        resolve_exporter(Numbered)

@@ -51,6 +51,7 @@ from dmabuf_sim.mm.vma import (
     VmOperationsStruct,
 )
 from dmabuf_sim.mm.vmalloc import KernelMapping, vmap, vunmap
+from dmabuf_sim.module import find_module, try_module_get
 
 P = 4096
 
@@ -1062,6 +1063,70 @@ class SyncsWholeBufferAlways(Scatter):
         return 0
 
 
+class SyncsUnmappedAttachments(Scatter):
+    """Syncs every attachment at CPU access, also one not mapped: the invalidate drops
+    lines the CPU wrote and nothing has cleaned yet."""
+
+    INTENDED = "SAN-STALE-READ"
+
+    def synced(self, buf: Pages) -> list[Any]:
+        return list(buf.attachments)
+
+
+class FirstSyncOnlyMaps(Scatter):
+    """udmabuf before 1d0e25c1ddf2: CPU access syncs through a table of its own device,
+    which the first call only maps (a clean) instead of syncing for the CPU."""
+
+    INTENDED = "SAN-STALE-READ"
+
+    def begin_cpu_access(self, dmabuf: Any, *args: Any) -> int:
+        extra = dmabuf.priv.extra
+        if "own" not in extra:
+            extra["own"] = (Device(dmabuf.kernel, "zoo-misc"), self.table(dmabuf.priv))
+            dma_map_sgtable(*extra["own"], args[-1])
+            return 0
+        dma_sync_sgtable_for_cpu(*extra["own"], args[-1])
+        return 0
+
+    def end_cpu_access(self, dmabuf: Any, *args: Any) -> int:
+        own = dmabuf.priv.extra.get("own")
+        if own is None:
+            return -22  # EINVAL: SYNC END before any START, as udmabuf
+        dma_sync_sgtable_for_device(*own, args[-1])
+        return 0
+
+
+class InModule(Scatter):
+    """Built as a module: every buffer holds it through exp_info.owner (THIS_MODULE)."""
+
+    module = "zoo_mod"
+
+    def export(self, kernel: Any, size: int, flags: int) -> Any:
+        npages = -(-size // P)
+        buf = Pages(self.alloc(kernel, npages), size)
+        if kernel.spec.export_info_form:
+            info = DmaBufExportInfo(ops=self, size=size, priv=buf, flags=flags, owner=self.module)
+            return dma_buf_export(kernel, info)
+        return dma_buf_export(kernel, buf, self, size, flags)
+
+
+class ModuleForgetsOwner(Scatter):
+    """A module exporter that leaves exp_info.owner NULL: rmmod works under live buffers."""
+
+    module = "zoo_mod"
+    INTENDED = "SAN-MODULE"
+
+
+class ModuleLeaksReference(InModule):
+    """Takes a module reference per buffer for its own bookkeeping and never puts it."""
+
+    INTENDED = "SAN-MODULE"
+
+    def export(self, kernel: Any, size: int, flags: int) -> Any:
+        try_module_get(find_module(kernel, self.module))
+        return super().export(kernel, size, flags)
+
+
 DEFECTS = [
     IgnoresPgoff,
     PgoffOffByOne,
@@ -1115,6 +1180,10 @@ DEFECTS = [
     PrivateMadeShared,
     WritableReadOnly,
     DetachForgetsList,
+    ModuleForgetsOwner,
+    ModuleLeaksReference,
+    SyncsUnmappedAttachments,
+    FirstSyncOnlyMaps,
 ]
 
 CORRECT = [
@@ -1137,4 +1206,5 @@ CORRECT = [
     DeclaredIgnoresPgoff,
     BeginWaitsForFences,
     SyncsWholeBufferAlways,
+    InModule,
 ]
