@@ -1,7 +1,8 @@
 """dmabuf_sim — a reference executable model of the Linux dma-buf subsystem.
 
 Start with :class:`Kernel` (the machine, one spec version) and
-:meth:`Kernel.spawn` (a userspace :class:`Process`).
+:meth:`Kernel.spawn` (a userspace :class:`Process`); :func:`snapshot` records what a
+process or the kernel holds, to compare before and after a call.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .errors import (
 )
 from .kernel import Kernel
 from .process import Process
+from .snapshot import snapshot
 from .spec import SPECS, Spec, get_spec
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "Signal",
     "Spec",
     "get_spec",
+    "snapshot",
 ]
 
 __version__ = "0.1.0"
