@@ -169,26 +169,25 @@ def _reopen_proc_fd(proc: Process, m: re.Match[str], flags: int) -> int:
     fops = inode.i_fop
     if fops is None:
         return -errno.ENXIO
-    if fops.open is not None and fops.open(inode, old) == -errno.ENXIO:
-        return -errno.ENXIO  # no_open: pseudo inodes (dma-buf, anon inodes) cannot be reopened
-    fd = get_unused_fd_flags(proc, flags)
+    fd = get_unused_fd_flags(proc, flags)  # do_sys_openat2: the fd first, then the open
     if fd < 0:
         return fd
-    from .module import try_module_get
-
-    if not try_module_get(old.f_op.module):  # fops_get
-        put_unused_fd(proc, fd)
-        return -errno.ENODEV
     file = File(
         kernel,
         inode,
-        old.f_op,
+        fops,
         OPEN_FMODE(flags) | FMODE_LSEEK | FMODE_PREAD | FMODE_PWRITE,  # do_dentry_open
         _open_f_flags(flags),
         old.name,
-        private_data=old.private_data,
+        private_data=old.private_data,  # what an ->open sets replaces it (drm_open)
         d_dname=old.d_dname,
     )
+    # ->open runs on the new file: a char device gives it state of its own (a DRM fd
+    # its own drm_file); no_open refuses pseudo inodes (dma-buf, anon inodes) with ENXIO
+    ret = _do_dentry_open(file)
+    if ret:
+        put_unused_fd(proc, fd)
+        return ret
     fd_install(proc, fd, file)
     return fd
 

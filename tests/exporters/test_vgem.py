@@ -34,6 +34,7 @@ from dmabuf_sim.exporters.drm_gem import (
     drm_vma_node_offset_addr,
 )
 from dmabuf_sim.exporters.drm_prime import DRM_GEM_PRIME_DMABUF_OPS
+from dmabuf_sim.exporters.registry import EXPORTERS
 from dmabuf_sim.exporters.vgem import (
     VGEM_FENCE_TIMEOUT_NS,
     DrmGemShmemObject,
@@ -1023,3 +1024,22 @@ def test_vgem_exists_only_on_the_modern_specs() -> None:
         assert "vgem" not in Kernel(spec).drivers
     for spec in SPECS:
         assert CARD in Kernel(spec).chrdevs
+
+
+def test_reopening_the_drm_fd_through_proc_gives_it_a_drm_file_of_its_own() -> None:
+    """The syscall fuzzer's find: open("/proc/self/fd/N") of the card runs drm_open on
+    the *new* file (do_dentry_open), so the first fd keeps its drm_file and its handles,
+    and the import it holds is released with it at exit."""
+    k = Kernel("v6.12")
+    p = k.spawn()
+    card = p.open("/dev/dri/card0", os.O_RDWR)
+    buf = EXPORTERS["udmabuf"].make_fd(p, 4096, os.O_RDWR)
+    prime = DrmPrimeHandle(fd=buf)
+    p.ioctl(card, DRM_IOCTL_PRIME_FD_TO_HANDLE, prime)
+    again = p.open(f"/proc/self/fd/{card}", os.O_RDONLY)
+    first, second = p.file(card).private_data, p.file(again).private_data
+    assert first is not second
+    assert list(first.object_idr) == [prime.handle] and not second.object_idr
+    p.exit()
+    k.run_until_idle()
+    assert k.dma_bufs == []
