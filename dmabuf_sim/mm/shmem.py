@@ -318,7 +318,7 @@ def shmem_file_setup(kernel: Kernel, name: str, size: int, *, seals: int = F_SEA
     inode = Inode(kernel, kernel.next_ino(), S_IFREG | 0o777, "shmem", i_size=size)
     inode.i_private = ShmemInfo(seals)
     fops = _shmem_fops()
-    inode.i_fop = FileOperations(owner="shmem", open=lambda i, f: 0)
+    inode.i_fop = fops  # shmem_file_operations: what a reopen through /proc gets too
     return File(
         kernel,
         inode,
