@@ -343,6 +343,17 @@ def _private(b: Builder) -> None:
     b.cpu_read(two, offset=0, n=32)
     b.sync_end(buf)
     b.dma_job(buf, "read", offset=P + 8, n=8)
+    # a shared write between two copies: the second copy must start from it (a copy
+    # through the kernel's cached alias after a write past the cache reads stale lines)
+    shared = b.mmap(buf, offset=1, pages=1)
+    b.sync_start(buf, "rw")
+    b.cpu_write(shared, offset=40, data=b.data(24))
+    b.sync_end(buf)
+    three = b.mmap(buf, offset=1, pages=1, private=True)
+    b.sync_start(buf, "read")
+    b.cpu_write(three, offset=200, data=b.data(4))
+    b.cpu_read(three, offset=40, n=24)
+    b.sync_end(buf)
 
 
 def _read_only(b: Builder) -> None:

@@ -263,6 +263,13 @@ def _build() -> dict[str, ExporterInfo]:
             Capabilities(coherent=True, ignores_vm_pgoff=True),
             capabilities_on=_vgem_capabilities,
             module="vgem",
+            rules=("SAN-STALE-READ",),
+            defect="5.10's vgem maps write-combined and still allows MAP_PRIVATE: a COW copy"
+            " reads the page through the kernel's cached alias, stale after a store through"
+            " the write-combined mapping went past the cache (a CPU that does not snoop its"
+            " own cache across memory types; the GEM shmem helpers refuse COW mappings since"
+            " 2024: drm_shmem_rejects_cow)",
+            kit_fails_on=("v5.10",),
         ),
         ExporterInfo(
             "shootdown",

@@ -13,6 +13,7 @@ exporter would be loaded, so every printed reproducer imports this file.
 
 from __future__ import annotations
 
+import errno
 from typing import Any, ClassVar
 
 from dmabuf_sim.device import (
@@ -37,6 +38,7 @@ from dmabuf_sim.mm.memory import (
     vm_insert_page,
     vmf_insert_pfn,
 )
+from dmabuf_sim.mm.mmap import is_cow_mapping
 from dmabuf_sim.mm.pgtable import CACHE_WC, pgprot_writecombine
 from dmabuf_sim.mm.util import vma_set_file
 from dmabuf_sim.mm.vma import (
@@ -258,6 +260,10 @@ class WriteCombined(Scatter):
         attachment.priv.mapped = False
 
     def mmap(self, dmabuf: Any, vma: Any) -> int:
+        # COW copies go through the kernel's cached alias of the page, which a store
+        # through this mapping bypasses: refuse private mappings (as drm_gem_shmem does)
+        if is_cow_mapping(vma.vm_flags):
+            return -errno.EINVAL
         vma.vm_page_prot = pgprot_writecombine(vma.vm_page_prot)
         return super().mmap(dmabuf, vma)
 
