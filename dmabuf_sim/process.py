@@ -494,7 +494,7 @@ class Process:
         """The kernel ``struct file`` behind ``fd`` (for inspection; no reference taken)."""
         f = sc.fdget(self, _int("fd", fd))
         if f is None:
-            raise os_error(-9)
+            raise os_error(-errno.EBADF)
         return f
 
     def maps(self) -> str:
@@ -527,7 +527,7 @@ class Process:
         with self._enter():
             file = sc.fget(self, fd)  # procfs holds a reference while it prints
             if file is None:
-                raise os_error(-2)
+                raise os_error(-errno.ENOENT)
             try:
                 flags = file.f_flags | (os.O_CLOEXEC if fd in self.files.cloexec else 0)
                 mnt_id = _SB_DEV.get(file.f_inode.i_sb, 0)

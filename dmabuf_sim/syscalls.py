@@ -36,7 +36,14 @@ from .trace import kernel_function
 from .uapi import (
     DEFAULT_POLLMASK,
     F_ADD_SEALS,
+    F_DUPFD,
+    F_DUPFD_CLOEXEC,
     F_GET_SEALS,
+    F_GETFD,
+    F_GETFL,
+    F_SETFD,
+    F_SETFL,
+    FD_CLOEXEC,
     FIOCLEX,
     FIONBIO,
     FIONCLEX,
@@ -515,29 +522,27 @@ def sys_poll(proc: Process, fd: int, events: int) -> int:
 
 @kernel_function("do_fcntl", file="fs/fcntl.c")
 def sys_fcntl(proc: Process, fd: int, cmd: int, arg: int) -> int:
-    import fcntl as _fcntl
-
     file = fdget(proc, fd)
     if file is None:
         return -errno.EBADF
-    if cmd == _fcntl.F_GETFL:
+    if cmd == F_GETFL:
         return file.f_flags
-    if cmd == _fcntl.F_SETFL:
+    if cmd == F_SETFL:
         settable = os.O_APPEND | os.O_NONBLOCK | os.O_ASYNC | os.O_DIRECT | os.O_NOATIME
         file.f_flags = (file.f_flags & ~settable) | (arg & settable)
         return 0
-    if cmd == _fcntl.F_GETFD:
-        return _fcntl.FD_CLOEXEC if fd in proc.files.cloexec else 0
-    if cmd == _fcntl.F_SETFD:
-        if arg & _fcntl.FD_CLOEXEC:
+    if cmd == F_GETFD:
+        return FD_CLOEXEC if fd in proc.files.cloexec else 0
+    if cmd == F_SETFD:
+        if arg & FD_CLOEXEC:
             proc.files.cloexec.add(fd)
         else:
             proc.files.cloexec.discard(fd)
         return 0
-    if cmd in (_fcntl.F_DUPFD, getattr(_fcntl, "F_DUPFD_CLOEXEC", 1030)):
+    if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
         if arg < 0 or arg >= NR_OPEN_DEFAULT:
             return -errno.EINVAL
-        return sys_dup(proc, fd, arg, cmd != _fcntl.F_DUPFD)
+        return sys_dup(proc, fd, arg, cmd != F_DUPFD)
     if cmd in (F_ADD_SEALS, F_GET_SEALS):
         from .mm.shmem import memfd_fcntl
 

@@ -54,8 +54,15 @@ __all__ = [
     "DRM_IOCTL_MODE_MAP_DUMB",
     "DRM_IOCTL_PRIME_FD_TO_HANDLE",
     "DRM_IOCTL_PRIME_HANDLE_TO_FD",
+    "FD_CLOEXEC",
     "F_ADD_SEALS",
+    "F_DUPFD",
+    "F_DUPFD_CLOEXEC",
+    "F_GETFD",
+    "F_GETFL",
     "F_GET_SEALS",
+    "F_SETFD",
+    "F_SETFL",
     "UDMABUF_CREATE",
     "UDMABUF_CREATE_LIST",
     "_IO",
@@ -319,7 +326,14 @@ DRM_IOCTL_MODE_CREATE_DUMB = _IOWR(DRM_IOCTL_BASE, 0xB2, DrmModeCreateDumb.sizeo
 DRM_IOCTL_MODE_MAP_DUMB = _IOWR(DRM_IOCTL_BASE, 0xB3, DrmModeMapDumb.sizeof())
 
 # -- include/uapi/linux/fcntl.h, poll.h, fs.h -------------------------------------
+F_DUPFD = 0  # include/uapi/asm-generic/fcntl.h
+F_GETFD = 1
+F_SETFD = 2
+F_GETFL = 3
+F_SETFL = 4
+FD_CLOEXEC = 1
 F_LINUX_SPECIFIC_BASE = 1024
+F_DUPFD_CLOEXEC = F_LINUX_SPECIFIC_BASE + 6
 F_ADD_SEALS = F_LINUX_SPECIFIC_BASE + 9
 F_GET_SEALS = F_LINUX_SPECIFIC_BASE + 10
 POLLIN = 0x0001

@@ -59,6 +59,7 @@ import functools
 import mmap as _mmap
 import os
 import re
+import signal
 import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -757,7 +758,7 @@ class DmaBufMachine:
         vma = p.mm.vma_lookup(sig.addr)
         page = (sig.addr - m.addr) >> PAGE_SHIFT
         where = f"page {page} of {m} (buffer page {m.first_page + page}, inside the buffer)"
-        if sig.signo == 7:
+        if sig.signo == signal.SIGBUS:
             if vma is not None and vma.vm_ops is not None and vma.vm_ops.fault is not None:
                 return "R34", f"{sig} on {where}: the fault handler refused a page of the buffer"
             return (

@@ -12,8 +12,10 @@ findings that say why ("SAN-STALE-READ violated: stale read at pa ...").
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
+import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -227,7 +229,7 @@ def scenario_partial_munmap(h: Harness) -> None:
         h.proc.read_memory(addr + PAGE, 1)
         h.expect(False, "R32", "the unmapped middle page is still readable")
     except Signal as sig:
-        h.expect(sig.signo == 11, "R32", f"touching the hole gave {sig}, not SIGSEGV")
+        h.expect(sig.signo == signal.SIGSEGV, "R32", f"touching the hole gave {sig}, not SIGSEGV")
     ends = h.cpu_read(h.proc, fd, buf, addr, PAGE) + h.cpu_read(
         h.proc, fd, buf, addr + 2 * PAGE, PAGE
     )
@@ -260,13 +262,15 @@ def scenario_grow_past_end(h: Harness) -> None:
     try:
         new = h.proc.mremap(addr, 2 * PAGE, 3 * PAGE, 1)  # MREMAP_MAYMOVE
     except OSError as exc:
-        h.expect(exc.errno == 14, "R33", f"growth refused with errno {exc.errno}, not EFAULT")
+        h.expect(
+            exc.errno == errno.EFAULT, "R33", f"growth refused with errno {exc.errno}, not EFAULT"
+        )
         h.check()
         return
     try:
         h.proc.read_memory(new + 2 * PAGE, 1)
     except Signal as sig:
-        h.expect(sig.signo == 7, "R34", f"touching past the end gave {sig}, not SIGBUS")
+        h.expect(sig.signo == signal.SIGBUS, "R34", f"touching past the end gave {sig}, not SIGBUS")
     h.check()
 
 

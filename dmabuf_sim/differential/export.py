@@ -23,6 +23,7 @@ from typing import Any
 
 from attrs import define, field
 
+from .. import uapi
 from ..kernel import Kernel
 from ..process import Process
 from ..uapi import UapiStruct
@@ -54,6 +55,20 @@ RECORDED = (
     "exit",
     "fdinfo",
 )
+
+_FCNTL_NAMES = {
+    getattr(uapi, name): name
+    for name in (
+        "F_DUPFD",
+        "F_GETFD",
+        "F_SETFD",
+        "F_GETFL",
+        "F_SETFL",
+        "F_DUPFD_CLOEXEC",
+        "F_ADD_SEALS",
+        "F_GET_SEALS",
+    )
+}
 
 
 @define
@@ -286,13 +301,11 @@ class _Writer:
         elif name == "poll":
             text = f"poll({self.fd(pid, a[0])}, {_flags(a[1], 'poll')})"
         elif name == "fcntl":
-            cmds = {0: "F_DUPFD", 1: "F_GETFD", 2: "F_SETFD", 3: "F_GETFL", 4: "F_SETFL"}
-            cmds |= {1030: "F_DUPFD_CLOEXEC", 1033: "F_ADD_SEALS", 1034: "F_GET_SEALS"}
-            cmd = cmds.get(a[1], str(a[1]))
+            cmd = _FCNTL_NAMES.get(a[1], str(a[1]))
             arg = a[2] if len(a) > 2 else 0
-            arg_text = _flags(arg, "seal") if a[1] == 1033 else str(arg)
+            arg_text = _flags(arg, "seal") if a[1] == uapi.F_ADD_SEALS else str(arg)
             text = f"fcntl({self.fd(pid, a[0])}, {cmd}, {arg_text})"
-            if a[1] in (0, 1030) and ok:
+            if a[1] in (uapi.F_DUPFD, uapi.F_DUPFD_CLOEXEC) and ok:
                 bind = self.bind_fd(pid, c.result)
         elif name == "memfd_create":
             flags = _flags(a[1] if len(a) > 1 else 0, "memfd")

@@ -410,7 +410,7 @@ def _release(dmabuf: DmaBuf, *, warn_attachments: bool = True) -> None:
         kernel.dma_bufs.remove(dmabuf)
 
 
-@kernel_function("dma_buf_release", file="drivers/base/dma-buf.c")
+@kernel_function("dma_buf_release", file="drivers/base/dma-buf.c", key="dma_buf_release@3.x")
 def dma_buf_release_3x(inode: Inode, file: File) -> int:
     """3.x ``f_op->release``: the buffer goes with its file.
 

@@ -13,6 +13,7 @@ exporter would be loaded, so every printed reproducer imports this file.
 
 from __future__ import annotations
 
+import errno
 from typing import Any, ClassVar
 
 from dmabuf_sim.device import (
@@ -196,7 +197,7 @@ class Lazy(Contig):
 
     def mmap(self, dmabuf: Any, vma: Any) -> int:
         if not vma.vm_flags & (VM_SHARED | VM_MAYSHARE):
-            return -22
+            return -errno.EINVAL
         vma.vm_flags |= self.vma_flags()
         vma.vm_ops = VmOperationsStruct(fault=self.fault, owner="zoo")
         vma.vm_private_data = dmabuf
@@ -219,7 +220,7 @@ class LazyPage(Contig):
 
     def mmap(self, dmabuf: Any, vma: Any) -> int:
         if not vma.vm_flags & (VM_SHARED | VM_MAYSHARE):
-            return -22
+            return -errno.EINVAL
         vma.vm_ops = VmOperationsStruct(fault=self.fault, owner="zoo")
         vma.vm_private_data = dmabuf
         return 0
@@ -306,7 +307,7 @@ class RejectsOffsets(Contig):
 
     def mmap(self, dmabuf: Any, vma: Any) -> int:
         if vma.vm_pgoff:
-            return -22
+            return -errno.EINVAL
         return super().mmap(dmabuf, vma)
 
 
@@ -317,7 +318,7 @@ class OwnBoundsOffByOne(Contig):
 
     def mmap(self, dmabuf: Any, vma: Any) -> int:
         if vma.vm_pgoff + (vma.vm_end - vma.vm_start) // P >= len(dmabuf.priv.pfns):
-            return -22
+            return -errno.EINVAL
         return super().mmap(dmabuf, vma)
 
 
@@ -842,7 +843,7 @@ class EndAlwaysFails(Scatter):
 
     def end_cpu_access(self, dmabuf: Any, *args: Any) -> int:
         super().end_cpu_access(dmabuf, *args)
-        return -22
+        return -errno.EINVAL
 
 
 class BeginRefusesReads(Scatter):
@@ -854,7 +855,7 @@ class BeginRefusesReads(Scatter):
         from dmabuf_sim.device import DMA_FROM_DEVICE
 
         if args[-1] == DMA_FROM_DEVICE:
-            return -22
+            return -errno.EINVAL
         return super().begin_cpu_access(dmabuf, *args)
 
 
@@ -1012,7 +1013,7 @@ class RefusesCoherentDevices(Scatter):
     def attach(self, dmabuf: Any, *args: Any) -> int:
         attachment = args[-1]
         if attachment.dev.coherent and attachment.dev.name != "kit-probe":
-            return -16
+            return -errno.EBUSY
         return super().attach(dmabuf, *args)
 
 
