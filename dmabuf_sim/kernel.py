@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from attrs import define, field
 
 from .fs import FileOperations, Inode, SuperBlock, mount_builtin_filesystems
+from .kstate import Registry
 from .mm.cache import CpuCache
 from .mm.page_alloc import PhysicalMemory
 from .spec import Spec, get_spec
@@ -115,7 +116,11 @@ class Kernel:
     bad_pages: list[BadPage] = field(repr=False)
     access_observer: AccessObserver | None = field(repr=False)
     zero_pfn: int
-    drivers: dict[str, Any] = field(repr=False)
+    drivers: Registry = field(repr=False)
+    """The loaded drivers, each under the typed :class:`~dmabuf_sim.kstate.Key` its module
+    defines (``kernel.drivers[SIMMEM]`` is the ``/dev/simmem`` driver)."""
+    subsys: Registry = field(repr=False)
+    """What subsystems keep in C statics (dma-buf's fops, sync_file's ...), by typed key."""
     warnings: list[str] = field(repr=False)
     """WARN_ON()s that fired, in order."""
     tainted: bool
@@ -172,7 +177,8 @@ class Kernel:
         self.dma_bufs = []
         self.bad_pages = []
         self.access_observer = None
-        self.drivers = {}
+        self.drivers = Registry("driver")
+        self.subsys = Registry("subsystem state")
         self.warnings = []
         self.tainted = False
         self.clock = 0

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from attrs import define, field, frozen
 
 from .errors import KernelError
+from .kstate import Key
 from .trace import kernel_function
 
 if TYPE_CHECKING:
@@ -111,10 +112,12 @@ class _ModuleFile:
     code: tuple[Any, ...]
 
 
+MODULE_FILES: Key[dict[str, _ModuleFile]] = Key("module_files")
+"""The ``.ko`` files installed under /lib/modules, by module name."""
+
+
 def _files(kernel: Kernel) -> dict[str, _ModuleFile]:
-    files = kernel.drivers.setdefault("module_files", {})
-    assert isinstance(files, dict)
-    return files
+    return kernel.subsys.setdefault(MODULE_FILES, dict)
 
 
 @kernel_function("try_module_get", file="kernel/module/main.c")

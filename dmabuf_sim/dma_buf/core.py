@@ -38,6 +38,7 @@ from ..fs import (
     fput,
     get_file,
 )
+from ..kstate import Key
 from ..mm.page_alloc import PAGE_SIZE
 from ..module import Module, find_module, module_put, try_module_get
 from ..trace import kernel_function
@@ -193,12 +194,14 @@ class DmaBufSubsys:
     fops: FileOperations = field(repr=False)
 
 
+DMA_BUF_SUBSYS: Key[DmaBufSubsys] = Key("dma-buf")
+
+
 def dma_buf_subsys(kernel: Kernel) -> DmaBufSubsys:
-    sub = kernel.drivers.get("dma-buf")
-    if sub is None:
-        sub = kernel.drivers["dma-buf"] = DmaBufSubsys(kernel, _build_fops(kernel))
-    assert isinstance(sub, DmaBufSubsys)
-    return sub
+    """dma-buf.c's statics in this kernel (made at the first use, as by ``dma_buf_init``)."""
+    return kernel.subsys.setdefault(
+        DMA_BUF_SUBSYS, lambda: DmaBufSubsys(kernel, _build_fops(kernel))
+    )
 
 
 def _build_fops(kernel: Kernel) -> FileOperations:

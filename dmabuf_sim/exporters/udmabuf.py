@@ -50,6 +50,7 @@ from ..dma_buf.core import (
 )
 from ..errors import KernelError
 from ..fs import File, FileOperations, fput
+from ..kstate import Key
 from ..mm.memory import get_page, put_page, vmf_insert_pfn
 from ..mm.page_alloc import PAGE_MASK, PAGE_SHIFT
 from ..mm.shmem import (
@@ -80,7 +81,10 @@ from ..uapi import UDMABUF_CREATE, UDMABUF_CREATE_LIST, UDMABUF_FLAGS_CLOEXEC, U
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
-__all__ = ["Udmabuf", "UdmabufDriver"]
+__all__ = ["UDMABUF", "Udmabuf", "UdmabufDriver"]
+
+UDMABUF: Key[UdmabufDriver] = Key("udmabuf")
+"""The ``/dev/udmabuf`` driver of a kernel (where the spec has udmabuf)."""
 
 SIZE_LIMIT_MB = 64  # module parameter size_limit_mb
 LIST_LIMIT = 1024  # module parameter list_limit
