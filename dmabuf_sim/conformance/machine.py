@@ -175,6 +175,13 @@ def _step(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+def _kmapped(vaddr: KernelMapping | None) -> KernelMapping:
+    """What a kernel caller of ``dma_buf_kmap`` does with the address: use it."""
+    if vaddr is None:
+        raise KernelOops("dma_buf_kmap", "ops->kmap returned NULL and the caller dereferenced it")
+    return vaddr
+
+
 def _note(err: BaseException, call: str) -> None:
     note = f"raised by: state.{call}"
     if note not in getattr(err, "__notes__", []):
@@ -874,7 +881,7 @@ class DmaBufMachine:
         self._kernel_bracket(buf, True)
         dmabuf = buf.tracked.dmabuf
         for page, off, pos, chunk in self._kmap_pieces(buf, offset, len(data)):
-            vaddr = dma_buf_kmap(dmabuf, page)
+            vaddr = _kmapped(dma_buf_kmap(dmabuf, page))
             vaddr.write(off, data[pos : pos + chunk])
             dma_buf_kunmap(dmabuf, page, vaddr)
         whole = buf.bracket is not None and buf.bracket.direction == "rw"
@@ -889,7 +896,7 @@ class DmaBufMachine:
         dmabuf = buf.tracked.dmabuf
         got = b""
         for page, off, _pos, chunk in self._kmap_pieces(buf, offset, n):
-            vaddr = dma_buf_kmap(dmabuf, page)
+            vaddr = _kmapped(dma_buf_kmap(dmabuf, page))
             got += vaddr.read(off, chunk)
             dma_buf_kunmap(dmabuf, page, vaddr)
         if self.cpu_view_definite(buf):

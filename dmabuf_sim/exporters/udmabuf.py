@@ -146,6 +146,7 @@ class UdmabufOps(DmaBufOps):
 
     @kernel_function("vunmap_udmabuf", file="drivers/dma-buf/udmabuf.c")
     def vunmap(self, dmabuf: DmaBuf, map: IosysMap) -> None:
+        assert map.vaddr is not None  # the core BUG()s on a NULL map before calling us
         vunmap(map.vaddr)
 
     @kernel_function("begin_cpu_udmabuf", file="drivers/dma-buf/udmabuf.c")
