@@ -53,6 +53,16 @@ from .errors import (
     os_error,
 )
 from .fs import File, fput
+from .fs_file import (
+    FilesStruct,
+    close_fd,
+    fd_install,
+    fdget,
+    fget,
+    get_unused_fd_flags,
+    ksys_dup,
+    put_unused_fd,
+)
 from .mm.memory import user_access
 from .mm.mmap import MmStruct
 from .mm.page_alloc import PAGE_SHIFT
@@ -171,15 +181,6 @@ def _syscall(name: str) -> Callable[[F], F]:
 
 
 @define(eq=False, slots=True)
-class FilesStruct:
-    """``struct files_struct``: fd → file, plus the close-on-exec set."""
-
-    fds: dict[int, File] = field(factory=dict)
-    cloexec: set[int] = field(factory=set)
-    reserved: dict[int, bool] = field(factory=dict)
-
-
-@define(eq=False, slots=True)
 class Process:
     """A simulated userspace process (made by :meth:`Kernel.spawn` or :meth:`fork`)."""
 
@@ -236,13 +237,13 @@ class Process:
     def close(self, fd: int) -> None:
         fd = _int("fd", fd)
         with self._enter():
-            _check(sc.sys_close(self, fd))
+            _check(close_fd(self, fd))
 
     @_syscall("dup")
     def dup(self, fd: int) -> int:
         fd = _int("fd", fd)
         with self._enter():
-            return _check(sc.sys_dup(self, fd))
+            return _check(ksys_dup(self, fd))
 
     @_syscall("lseek")
     def lseek(self, fd: int, pos: int, how: int) -> int:
@@ -344,12 +345,12 @@ class Process:
         name = _text("name", name)
         flags = _int("flags", flags)
         with self._enter():
-            fd = _check(sc.get_unused_fd_flags(self, os.O_CLOEXEC if flags & MFD_CLOEXEC else 0))
+            fd = _check(get_unused_fd_flags(self, os.O_CLOEXEC if flags & MFD_CLOEXEC else 0))
             file = memfd_create(self.kernel, name, flags)
             if isinstance(file, int):
-                sc.put_unused_fd(self, fd)
+                put_unused_fd(self, fd)
                 raise os_error(file)
-            sc.fd_install(self, fd, file)
+            fd_install(self, fd, file)
             return fd
 
     @_syscall("ftruncate")
@@ -364,7 +365,7 @@ class Process:
         with self._enter():
             if length >= 1 << 63:
                 raise os_error(-errno.EINVAL)  # do_sys_ftruncate: length < 0 before fdget
-            file = sc.fdget(self, fd)
+            file = fdget(self, fd)
             if file is None:
                 raise os_error(-errno.EBADF)
             if not file.f_inode.is_reg() or not file.f_mode & FMODE_WRITE:
@@ -492,7 +493,7 @@ class Process:
     # -- procfs ----------------------------------------------------------------------
     def file(self, fd: int) -> File:
         """The kernel ``struct file`` behind ``fd`` (for inspection; no reference taken)."""
-        f = sc.fdget(self, _int("fd", fd))
+        f = fdget(self, _int("fd", fd))
         if f is None:
             raise os_error(-errno.EBADF)
         return f
@@ -525,7 +526,7 @@ class Process:
         """``/proc/<pid>/fdinfo/<fd>``."""
         fd = _int("fd", fd)
         with self._enter():
-            file = sc.fget(self, fd)  # procfs holds a reference while it prints
+            file = fget(self, fd)  # procfs holds a reference while it prints
             if file is None:
                 raise os_error(-errno.ENOENT)
             try:

@@ -1,4 +1,4 @@
-"""Kernel-side syscall entry points: fd tables and the generic VFS layer.
+"""Kernel-side syscall entry points and the generic VFS layer.
 
 Every function here takes the calling :class:`~dmabuf_sim.process.Process`
 and returns what the syscall returns in C — a value, or ``-errno`` — so the
@@ -6,13 +6,16 @@ userspace face only has to turn negatives into :class:`OSError`.  The order
 of checks is the kernel's (fs/open.c, fs/read_write.c, fs/ioctl.c,
 fs/fcntl.c, fs/select.c, mm/mmap.c, arch/x86/kernel/sys_x86_64.c).
 
+The fd table and its helpers (``fd_install``, ``fget``, ``get_unused_fd_flags``,
+``close_fd``, ``ksys_dup``) live in :mod:`dmabuf_sim.fs_file`, as in fs/file.c;
+they are re-exported here under the names callers used before.
+
 Simplified: one thread per process; no permissions, namespaces, or
 ``O_PATH``; ``/proc/<pid>/fd/N`` is the only procfs path that can be opened.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import re
@@ -30,6 +33,17 @@ from .fs import (
     fput,
     get_file,
 )
+from .fs_file import (
+    NR_OPEN_DEFAULT,
+    close_fd,
+    fd_install,
+    fdget,
+    fget,
+    get_unused_fd_flags,
+    ksys_dup,
+    put_unused_fd,
+)
+from .mm.gup import mm_populate
 from .mm.mmap import MAP_ANONYMOUS, MAP_HUGETLB, MAP_LOCKED, MAP_NONBLOCK, MAP_POPULATE
 from .mm.page_alloc import PAGE_MASK, PAGE_SHIFT
 from .trace import kernel_function
@@ -62,8 +76,11 @@ __all__ = [
     "NR_OPEN_DEFAULT",
     "do_sys_poll",
     "fd_install",
+    "fdget",
     "fget",
     "get_unused_fd_flags",
+    "mm_populate",
+    "put_unused_fd",
     "sys_close",
     "sys_dup",
     "sys_fcntl",
@@ -76,52 +93,7 @@ __all__ = [
     "sys_write",
 ]
 
-NR_OPEN_DEFAULT = 1024  # RLIMIT_NOFILE soft limit
 _PROC_FD = re.compile(r"^/proc/(self|\d+)/fd/(\d+)$")
-
-
-# -- fd table -----------------------------------------------------------------------
-@kernel_function("get_unused_fd_flags", file="fs/file.c")
-def get_unused_fd_flags(proc: Process, flags: int) -> int:
-    """Reserve the lowest free fd (``-EMFILE`` past RLIMIT_NOFILE)."""
-    fd = 0
-    fds = proc.files.fds
-    while fd in fds or fd in proc.files.reserved:
-        fd += 1
-    if fd >= NR_OPEN_DEFAULT:
-        return -errno.EMFILE
-    proc.files.reserved[fd] = bool(flags & os.O_CLOEXEC)
-    return fd
-
-
-def put_unused_fd(proc: Process, fd: int) -> None:
-    proc.files.reserved.pop(fd, None)
-
-
-@kernel_function("fd_install", file="fs/file.c")
-def fd_install(proc: Process, fd: int, file: File) -> None:
-    """Install ``file`` at a reserved fd; the caller's reference moves to the table."""
-    cloexec = proc.files.reserved.pop(fd)
-    proc.files.fds[fd] = file
-    if cloexec:
-        proc.files.cloexec.add(fd)
-    else:
-        proc.files.cloexec.discard(fd)
-
-
-def fdget(proc: Process, fd: int) -> File | None:
-    """The file at ``fd`` without a new reference (single-threaded ``fdget``)."""
-    if not isinstance(fd, int) or fd < 0:
-        return None
-    return proc.files.fds.get(fd)
-
-
-@kernel_function("fget", file="fs/file.c")
-def fget(proc: Process, fd: int) -> File | None:
-    file = fdget(proc, fd)
-    if file is not None:
-        get_file(file)
-    return file
 
 
 # -- open / close / dup -------------------------------------------------------------
@@ -217,29 +189,8 @@ def _do_dentry_open(file: File) -> int:
     return 0
 
 
-@kernel_function("close_fd", file="fs/file.c")
-def sys_close(proc: Process, fd: int) -> int:
-    file = proc.files.fds.pop(fd, None) if isinstance(fd, int) else None
-    if file is None:
-        return -errno.EBADF
-    proc.files.cloexec.discard(fd)
-    fput(file)
-    return 0
-
-
-@kernel_function("ksys_dup", file="fs/file.c")
-def sys_dup(proc: Process, oldfd: int, minfd: int = 0, cloexec: bool = False) -> int:
-    file = fdget(proc, oldfd)
-    if file is None:
-        return -errno.EBADF
-    fd = minfd
-    while fd in proc.files.fds or fd in proc.files.reserved:
-        fd += 1
-    if fd >= NR_OPEN_DEFAULT:
-        return -errno.EMFILE
-    proc.files.reserved[fd] = cloexec
-    fd_install(proc, fd, get_file(file))
-    return fd
+sys_close = close_fd  # the fd half of close(2) (fs/file.c)
+sys_dup = ksys_dup  # dup(2), F_DUPFD (fs/file.c)
 
 
 # -- mmap family --------------------------------------------------------------------
@@ -286,45 +237,6 @@ def vm_mmap_pgoff(
     if ret >= 0 and (flags & MAP_LOCKED or (flags & (MAP_POPULATE | MAP_NONBLOCK)) == MAP_POPULATE):
         mm_populate(proc, ret, length)
     return ret
-
-
-@kernel_function("__mm_populate", file="mm/gup.c")
-def mm_populate(proc: Process, start: int, length: int) -> None:
-    """``MAP_POPULATE``: fault every page in now; errors are ignored, as in the kernel.
-
-    A fault that fails (``VM_FAULT_OOM``, ``VM_FAULT_SIGBUS``...) ends the work on
-    that vma: ``populate_vma_page_range`` returns the error and ``__mm_populate``,
-    ignoring it, continues at the next vma."""
-    from .errors import Signal
-    from .mm.memory import handle_mm_fault
-    from .mm.page_alloc import PAGE_ALIGN, PAGE_SIZE
-    from .mm.pgtable import pte_write
-    from .mm.vma import FAULT_FLAG_WRITE, VM_FAULT_ERROR, VM_IO, VM_PFNMAP, VM_SHARED, VM_WRITE
-
-    end = start + PAGE_ALIGN(length)
-    mm = proc.mm
-    addr = start
-    while addr < end:
-        vma = mm.vma_lookup(addr)
-        if vma is None:
-            addr += PAGE_SIZE
-            continue
-        if vma.vm_flags & (VM_IO | VM_PFNMAP):
-            # __mm_populate skips VM_IO|VM_PFNMAP vmas (GUP's check_vma_flags refuses them)
-            addr = vma.vm_end
-            continue
-        # populate_vma_page_range: write-fault private writable mappings to break
-        # COW; shared ones are only read-faulted ("would not want to dirty them")
-        write = (vma.vm_flags & (VM_WRITE | VM_SHARED)) == VM_WRITE
-        pte = mm.pgtable.get(addr >> PAGE_SHIFT)
-        if pte is None or (write and not pte_write(pte)):
-            ret = VM_FAULT_ERROR
-            with contextlib.suppress(Signal):
-                ret = handle_mm_fault(vma, addr, FAULT_FLAG_WRITE if write else 0)
-            if ret & VM_FAULT_ERROR:
-                addr = vma.vm_end
-                continue
-        addr += PAGE_SIZE
 
 
 # -- generic file syscalls ----------------------------------------------------------
@@ -542,7 +454,7 @@ def sys_fcntl(proc: Process, fd: int, cmd: int, arg: int) -> int:
     if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
         if arg < 0 or arg >= NR_OPEN_DEFAULT:
             return -errno.EINVAL
-        return sys_dup(proc, fd, arg, cmd != F_DUPFD)
+        return ksys_dup(proc, fd, arg, cmd != F_DUPFD)
     if cmd in (F_ADD_SEALS, F_GET_SEALS):
         from .mm.shmem import memfd_fcntl
 

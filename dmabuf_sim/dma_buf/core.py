@@ -38,6 +38,7 @@ from ..fs import (
     fput,
     get_file,
 )
+from ..fs_file import fd_install, fget, get_unused_fd_flags
 from ..kstate import Key
 from ..mm.page_alloc import PAGE_SIZE
 from ..module import Module, find_module, module_put, try_module_get
@@ -529,8 +530,6 @@ def dma_buf_getfile(kernel: Kernel, dmabuf: DmaBuf, flags: int) -> File:
 @kernel_function("dma_buf_fd", file="drivers/dma-buf/dma-buf.c")
 def dma_buf_fd(dmabuf: DmaBuf | None, flags: int) -> int:
     """Install the export reference in the current task's fd table (no new reference, R16)."""
-    from ..syscalls import fd_install, get_unused_fd_flags
-
     if dmabuf is None or dmabuf.file is None:
         return -errno.EINVAL
     task = _current(dmabuf.kernel)
@@ -550,8 +549,6 @@ def _current(kernel: Kernel) -> Process:
 @kernel_function("dma_buf_get", file="drivers/dma-buf/dma-buf.c")
 def dma_buf_get(kernel: Kernel, fd: int) -> DmaBuf:
     """The dma-buf behind ``fd`` with a file reference held (R15); raises KernelError."""
-    from ..syscalls import fget
-
     file = fget(_current(kernel), fd)
     if file is None:
         raise KernelError(errno.EBADF, "dma_buf_get")

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from attrs import define, field
 
 from ..fs import File, FileOperations, Inode, fput
+from ..fs_file import fd_install, get_unused_fd_flags, put_unused_fd
 from ..kstate import Key
 from ..trace import kernel_function
 from ..uaccess import copy_from_user, copy_to_user, get_user_int
@@ -157,8 +158,6 @@ def sw_sync_ioctl(file: File, cmd: int, arg: Any) -> int:
 @kernel_function("sw_sync_ioctl_create_fence", file="drivers/dma-buf/sw_sync.c")
 def sw_sync_ioctl_create_fence(obj: SyncTimeline, arg: Any) -> int:
     """A point at ``data.value`` as a sync_file fd (close-on-exec) in ``data.fence``."""
-    from ..syscalls import fd_install, get_unused_fd_flags, put_unused_fd
-
     kernel = obj.kernel
     task = kernel.current
     assert task is not None

@@ -50,6 +50,7 @@ from ..dma_buf.core import (
 )
 from ..errors import KernelError
 from ..fs import File, FileOperations, fput
+from ..fs_file import fget
 from ..kstate import Key
 from ..mm.memory import get_page, put_page, vmf_insert_pfn
 from ..mm.page_alloc import PAGE_MASK, PAGE_SHIFT
@@ -73,7 +74,6 @@ from ..mm.vma import (
     VmOperationsStruct,
 )
 from ..mm.vmalloc import vmap, vunmap
-from ..syscalls import fget
 from ..trace import kernel_function
 from ..uaccess import copy_from_user
 from ..uapi import UDMABUF_CREATE, UDMABUF_CREATE_LIST, UDMABUF_FLAGS_CLOEXEC, UdmabufCreate

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING
 
 from ..fs import get_file
 from ..trace import kernel_function
+from .gup import mm_populate
 from .mmap import MAP_FIXED, MAP_SHARED, TASK_SIZE
 from .page_alloc import PAGE_ALIGN, PAGE_MASK, PAGE_SHIFT, ULONG_MAX
 from .vma import (
@@ -72,8 +73,6 @@ def _populate(mm: MmStruct, start: int, length: int) -> None:
     """``mm_populate`` of what a ``VM_LOCKED`` vma gained."""
     owner = mm.owner
     if owner is not None and length > 0:
-        from ..syscalls import mm_populate
-
         mm_populate(owner, start, length)
 
 

@@ -137,7 +137,7 @@ def test_r15_get_on_a_sync_file_fd_is_einval(kit: SimpleNamespace, spec: str) ->
     """R15: another anon-inode file (on old specs even the same inode) is still not a dma-buf."""
     from dmabuf_sim.dma_buf.dma_fence import DmaFence
     from dmabuf_sim.dma_buf.sync_file import sync_file_create
-    from dmabuf_sim.syscalls import fd_install, get_unused_fd_flags
+    from dmabuf_sim.fs_file import fd_install, get_unused_fd_flags
 
     env = kit.new_env(spec)
     k, p = env.kernel, env.proc
