@@ -44,7 +44,16 @@ from .fs_file import (
     put_unused_fd,
 )
 from .mm.gup import mm_populate
-from .mm.mmap import MAP_ANONYMOUS, MAP_HUGETLB, MAP_LOCKED, MAP_NONBLOCK, MAP_POPULATE
+from .mm.mmap import (
+    MAP_ANONYMOUS,
+    MAP_HUGETLB,
+    MAP_LOCKED,
+    MAP_NONBLOCK,
+    MAP_POPULATE,
+    do_mmap,
+    do_munmap,
+    exit_mmap,
+)
 from .mm.page_alloc import PAGE_MASK, PAGE_SHIFT
 from .trace import kernel_function
 from .uapi import (
@@ -232,7 +241,7 @@ def vm_mmap_pgoff(
     from .lockdep import held
 
     with held(proc.kernel, "mmap_lock"):  # mmap_write_lock_killable
-        ret = proc.mm.do_mmap(file, addr, length, prot, flags, pgoff)
+        ret = do_mmap(proc.mm, file, addr, length, prot, flags, pgoff)
     # do_mmap's *populate: VM_LOCKED (from MAP_LOCKED) or MAP_POPULATE without NONBLOCK
     if ret >= 0 and (flags & MAP_LOCKED or (flags & (MAP_POPULATE | MAP_NONBLOCK)) == MAP_POPULATE):
         mm_populate(proc, ret, length)
@@ -464,7 +473,7 @@ def sys_fcntl(proc: Process, fd: int, cmd: int, arg: int) -> int:
 
 @kernel_function("__vm_munmap", file="mm/mmap.c")
 def sys_munmap(proc: Process, addr: int, length: int) -> int:
-    return proc.mm.do_munmap(addr, length)
+    return do_munmap(proc.mm, addr, length)
 
 
 @kernel_function("__x64_sys_mprotect", file="mm/mprotect.c")
@@ -504,7 +513,7 @@ def sys_exit(proc: Process) -> int:
     for fd in sorted(proc.files.fds):
         fput(proc.files.fds.pop(fd))
     proc.files.cloexec.clear()
-    proc.mm.exit_mmap()
+    exit_mmap(proc.mm)
     return 0
 
 

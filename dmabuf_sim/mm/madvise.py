@@ -43,6 +43,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from ..trace import kernel_function
+from .mmap import split_vma, zap_vma_range
 from .page_alloc import PAGE_ALIGN, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
 from .pgtable import pte_write
 from .vma import (
@@ -299,13 +300,13 @@ def madvise_update_vma(
             err = ops.may_split(vma, start)
             if err:
                 return err
-        mm.split_vma(vma, start, new_below=True)
+        split_vma(mm, vma, start, new_below=True)
     if end < vma.vm_end:
         if ops is not None and ops.may_split is not None:
             err = ops.may_split(vma, end)
             if err:
                 return err
-        mm.split_vma(vma, end, new_below=False)
+        split_vma(mm, vma, end, new_below=False)
     vma.vm_flags = new_flags
     return 0
 
@@ -328,7 +329,7 @@ def madvise_dontneed_free(
         if vma.vm_ops is not None:  # !vma_is_anonymous
             return -errno.EINVAL
         return 0  # lazily freeable: an idle machine never reclaims them
-    mm.zap_vma_range(vma, start, end, even_cows=True)  # zap_page_range_single
+    zap_vma_range(mm, vma, start, end, even_cows=True)  # zap_page_range_single
     return 0
 
 

@@ -23,6 +23,7 @@ from dmabuf_sim.mm.mmap import (
     MAP_NONBLOCK,
     MAP_POPULATE,
     MAP_SHARED_VALIDATE,
+    do_mmap,
 )
 from dmabuf_sim.mm.page_alloc import PAGE_SHIFT
 from dmabuf_sim.mm.pgtable import pte_pfn, pte_write
@@ -103,8 +104,8 @@ def test_r5_pgoff_wrap_eoverflow_via_kernel_face(spec: str) -> None:
     k, p, fd = setup(spec)
     file = p.file(fd)
     with k.running(p):
-        assert p.mm.do_mmap(file, 0, 2 * PAGE, R, SH, 2**64 - 1) == -errno.EOVERFLOW
-        assert p.mm.do_mmap(file, 0, PAGE, R, SH, 2**64 - 1) == -errno.EOVERFLOW
+        assert do_mmap(p.mm, file, 0, 2 * PAGE, R, SH, 2**64 - 1) == -errno.EOVERFLOW
+        assert do_mmap(p.mm, file, 0, PAGE, R, SH, 2**64 - 1) == -errno.EOVERFLOW
     assert p.mm.map_count == 0
     assert file.f_count == 1
 
