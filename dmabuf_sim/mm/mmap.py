@@ -53,6 +53,7 @@ from .vma import (
     VM_WRITE,
     VmAreaStruct,
     VmOperationsStruct,
+    is_cow_mapping,
     vm_area_dup,
 )
 
@@ -131,11 +132,6 @@ def calc_vm_prot_bits(prot: int) -> int:
 
 def calc_vm_flag_bits(flags: int) -> int:
     return (VM_GROWSDOWN if flags & MAP_GROWSDOWN else 0) | (VM_LOCKED if flags & MAP_LOCKED else 0)
-
-
-def is_cow_mapping(vm_flags: int) -> bool:
-    """``is_cow_mapping``: private and may be written."""
-    return (vm_flags & (VM_SHARED | VM_MAYWRITE)) == VM_MAYWRITE
 
 
 def is_err_value(addr: int) -> bool:
