@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from attrs import define, field
 
-from .fs import FileOperations, Inode, SuperBlock, mount_builtin_filesystems
+from .fs import S_IFCHR, FileOperations, Inode, SuperBlock, mount_builtin_filesystems
 from .kstate import Registry
 from .mm.cache import CpuCache
 from .mm.page_alloc import PhysicalMemory
@@ -158,6 +158,8 @@ class Kernel:
         trace: bool = False,
         load_drivers: bool = True,
     ) -> None:
+        from .drivers import load_builtin_drivers  # noqa: PLC0415  # cycle: booting the drivers (layer 7) reaches up; they register against this kernel
+
         if not isinstance(ram_pages, int) or ram_pages < 1 << 12:
             raise ValueError(f"ram_pages must be an int >= 4096 (16 MiB), not {ram_pages!r}")
         if not isinstance(cache_lines, int) or cache_lines < 1:
@@ -194,8 +196,6 @@ class Kernel:
         self._timer_seq = itertools.count()
         self.zero_pfn = self.mem.alloc_pages(0)  # ZERO_PAGE(0)
         if load_drivers:
-            from .drivers import load_builtin_drivers
-
             load_builtin_drivers(self)
 
     @property
@@ -215,7 +215,7 @@ class Kernel:
 
     def _repr_svg_(self) -> str:
         """The state picture: a kernel at the end of a notebook cell draws itself."""
-        from .picture import snapshot_graph, to_svg_fallback
+        from .picture import snapshot_graph, to_svg_fallback  # noqa: PLC0415  # cycle: the pictures (layer 8) draw kernels
 
         return to_svg_fallback(snapshot_graph(self))
 
@@ -226,7 +226,7 @@ class Kernel:
     # -- processes ------------------------------------------------------------------
     def spawn(self, comm: str = "proc") -> Process:
         """Create a new process with an empty address space and fd table."""
-        from .process import Process
+        from .process import Process  # noqa: PLC0415  # cycle: process.py (layer 5) builds on the machine
 
         if not isinstance(comm, str):
             raise TypeError(f"comm must be a str, not {type(comm).__name__}")
@@ -252,7 +252,6 @@ class Kernel:
         """Add a device node (``misc_register``/``device_create``) at ``path``."""
         if path in self.chrdevs:
             raise ValueError(f"device node {path} already exists")
-        from .fs import S_IFCHR
 
         inode = Inode(self, self.next_ino(), S_IFCHR | 0o666, "devtmpfs", i_fop=fops)
         dev = ChrDev(path, fops, inode, driver)

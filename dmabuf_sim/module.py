@@ -42,6 +42,7 @@ from attrs import define, field, frozen
 from .errors import KernelError
 from .kstate import Key
 from .trace import kernel_function
+from .wait import wait_event
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -218,8 +219,6 @@ def delete_module(kernel: Kernel, name: str, flags: int) -> int:
     Specs before 3.13 (``delete_module_never_waits`` False) without ``O_NONBLOCK`` mark
     the module going and sleep, uninterruptibly, until the last reference goes.
     """
-    from .wait import wait_event
-
     mod = find_module(kernel, name)
     if mod is None:
         return -errno.ENOENT

@@ -21,7 +21,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
-from .errors import ENOIOCTLCMD
+from .errors import ENOIOCTLCMD, ERESTART_RESTARTBLOCK
 from .fs import (
     FMODE_LSEEK,
     FMODE_PREAD,
@@ -43,6 +43,8 @@ from .fs_file import (
     ksys_dup,
     put_unused_fd,
 )
+from .lockdep import held
+from .mm.fork import dup_mmap
 from .mm.gup import mm_populate
 from .mm.mmap import (
     MAP_ANONYMOUS,
@@ -54,8 +56,13 @@ from .mm.mmap import (
     do_munmap,
     exit_mmap,
 )
+from .mm.mprotect import do_mprotect_pkey
+from .mm.mremap import do_mremap
 from .mm.page_alloc import PAGE_MASK, PAGE_SHIFT
+from .mm.shmem import memfd_fcntl
+from .module import module_put, try_module_get
 from .trace import kernel_function
+from .uaccess import get_user_int
 from .uapi import (
     DEFAULT_POLLMASK,
     F_ADD_SEALS,
@@ -74,6 +81,7 @@ from .uapi import (
     POLLHUP,
     POLLNVAL,
 )
+from .wait import WaitStatus, wait_event
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -162,7 +170,6 @@ def _reopen_proc_fd(proc: Process, m: re.Match[str], flags: int) -> int:
     fd = get_unused_fd_flags(proc, flags)
     if fd < 0:
         return fd
-    from .module import try_module_get
 
     if not try_module_get(old.f_op.module):  # fops_get
         put_unused_fd(proc, fd)
@@ -182,8 +189,6 @@ def _reopen_proc_fd(proc: Process, m: re.Match[str], flags: int) -> int:
 
 
 def _do_dentry_open(file: File) -> int:
-    from .module import module_put, try_module_get
-
     if not try_module_get(file.f_op.module):  # fops_get: the driver is going away
         file.f_count = 0
         file.released = True
@@ -238,8 +243,6 @@ def ksys_mmap_pgoff(
 def vm_mmap_pgoff(
     proc: Process, file: File | None, addr: int, length: int, prot: int, flags: int, pgoff: int
 ) -> int:
-    from .lockdep import held
-
     with held(proc.kernel, "mmap_lock"):  # mmap_write_lock_killable
         ret = do_mmap(proc.mm, file, addr, length, prot, flags, pgoff)
     # do_mmap's *populate: VM_LOCKED (from MAP_LOCKED) or MAP_POPULATE without NONBLOCK
@@ -353,7 +356,6 @@ def sys_ioctl(proc: Process, fd: int, cmd: int, arg: Any) -> int:
         return 0
     if cmd == FIONBIO:
         # ioctl_fionbio: get_user(on, (int __user *)argp) — the argument is a pointer
-        from .uaccess import get_user_int
 
         on = get_user_int(proc.kernel, arg)
         if on is None:
@@ -397,9 +399,6 @@ def do_sys_poll(proc: Process, ufds: list[list[int]], end_time: int | None) -> i
     otherwise sleep until the next event (a fence signalling, a timer) or the deadline,
     then scan again.  A zero timeout scans once.  Simplified: no poll slack.
     """
-    from .errors import ERESTART_RESTARTBLOCK
-    from .wait import WaitStatus, wait_event
-
     if len(ufds) > NR_OPEN_DEFAULT:
         return -errno.EINVAL  # nfds > rlimit(RLIMIT_NOFILE)
     kernel = proc.kernel
@@ -465,8 +464,6 @@ def sys_fcntl(proc: Process, fd: int, cmd: int, arg: int) -> int:
             return -errno.EINVAL
         return ksys_dup(proc, fd, arg, cmd != F_DUPFD)
     if cmd in (F_ADD_SEALS, F_GET_SEALS):
-        from .mm.shmem import memfd_fcntl
-
         return memfd_fcntl(file, cmd, arg)
     return -errno.EINVAL
 
@@ -478,8 +475,6 @@ def sys_munmap(proc: Process, addr: int, length: int) -> int:
 
 @kernel_function("__x64_sys_mprotect", file="mm/mprotect.c")
 def sys_mprotect(proc: Process, addr: int, length: int, prot: int) -> int:
-    from .mm.mprotect import do_mprotect_pkey
-
     return do_mprotect_pkey(proc.mm, addr, length, prot)
 
 
@@ -487,16 +482,13 @@ def sys_mprotect(proc: Process, addr: int, length: int, prot: int) -> int:
 def sys_mremap(
     proc: Process, addr: int, old_len: int, new_len: int, flags: int, new_addr: int
 ) -> int:
-    from .mm.mremap import do_mremap
-
     return do_mremap(proc.mm, addr, old_len, new_len, flags, new_addr)
 
 
 @kernel_function("kernel_clone", file="kernel/fork.c")
 def sys_fork(proc: Process) -> Process:
     """``fork``: copy the fd table (a reference per file) and the address space."""
-    from .mm.fork import dup_mmap
-    from .process import Process as _Process
+    from .process import Process as _Process  # noqa: PLC0415  # cycle: process.py calls these syscalls; fork makes a Process
 
     kernel = proc.kernel
     child = _Process(kernel, kernel._new_pid(), proc.comm)

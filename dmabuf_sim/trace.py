@@ -366,7 +366,7 @@ def _returns(cname: str, fn: Callable[..., Any], skip: int) -> str:
 
 def vm_fault_name(value: int) -> str:
     """A ``vm_fault_t`` as the kernel's names: ``0x100`` → ``VM_FAULT_NOPAGE``."""
-    from .mm import vma  # mm.vma declares kernel functions: importing it here would cycle
+    from .mm import vma  # noqa: PLC0415  # cycle: mm.vma imports page_alloc, which imports trace
 
     if value == 0:
         return "0"

@@ -32,6 +32,7 @@ from __future__ import annotations
 import struct as _struct
 from typing import Any, ClassVar, Self
 
+import attrs
 from attrs import Attribute, Converter, define, field
 
 __all__ = [
@@ -142,8 +143,6 @@ class UapiStruct:
         return _struct.calcsize(cls._fmt)
 
     def pack(self) -> bytes:
-        import attrs
-
         return _struct.pack(self._fmt, *attrs.astuple(self))  # type: ignore[arg-type]
 
     @classmethod
@@ -152,8 +151,6 @@ class UapiStruct:
 
     def update_from(self, other: Any) -> None:
         """Write the kernel's copy back into the caller's object (``copy_to_user``)."""
-        import attrs
-
         for f in attrs.fields(type(self)):  # type: ignore[arg-type]
             setattr(self, f.name, getattr(other, f.name))
 

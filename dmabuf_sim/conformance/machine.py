@@ -81,10 +81,13 @@ from ..dma_buf.core import DmaBuf, IosysMap, dma_buf_get, dma_buf_put
 from ..dma_buf.dma_fence import DmaFence
 from ..dma_buf.dma_resv import DmaResvUsage
 from ..errors import KernelError, KernelOops, Signal, UsageError, errname
+from ..exporters.drm_gem import drm_vma_node_offset_addr
+from ..exporters.registry import ExporterInfo
 from ..kernel import Kernel
 from ..mm.mmap import MAP_FIXED
 from ..mm.page_alloc import PAGE_SHIFT, PAGE_SIZE
 from ..mm.vmalloc import KernelMapping
+from ..spec import get_spec
 from ..uapi import (
     DMA_BUF_IOCTL_SYNC,
     DMA_BUF_SYNC_END,
@@ -92,7 +95,9 @@ from ..uapi import (
     DMA_BUF_SYNC_RW,
     DMA_BUF_SYNC_START,
     DMA_BUF_SYNC_WRITE,
+    DRM_IOCTL_PRIME_FD_TO_HANDLE,
     DmaBufSync,
+    DrmPrimeHandle,
 )
 from .model import AttRef, Bracket, BufRef, ChildRef, MapRef, VmapRef
 from .sanitizers import Finding, RuleViolation, World, check_released
@@ -1075,9 +1080,6 @@ class DmaBufMachine:
     @_step
     def import_mmap(self, buf: BufRef, pages: int) -> MapRef | None:
         """Import ``buf`` into vgem and mmap the GEM object through the DRM fd (R22, SEED)."""
-        from ..exporters.drm_gem import drm_vma_node_offset_addr
-        from ..uapi import DRM_IOCTL_PRIME_FD_TO_HANDLE, DrmPrimeHandle
-
         spec = self.kernel.spec
         self._require("vgem" in self.kernel.drivers, f"spec {spec.name} has no vgem importer")
         self._require(
@@ -1186,9 +1188,7 @@ def make_machine(exporter: Any, spec: str, *, target: str = "") -> type[DmaBufMa
     takes: a registered name, ``"module:attr"`` or ``"path/file.py:attr"``, an
     exporter class, object or factory, or an ``ExporterInfo``.
     """
-    from ..exporters.registry import ExporterInfo
-    from ..spec import get_spec
-    from .kit import reproducer_target, resolve_exporter
+    from .kit import reproducer_target, resolve_exporter  # noqa: PLC0415  # cycle: kit.py drives this machine
 
     spec_name = get_spec(spec).name
     info = exporter if isinstance(exporter, ExporterInfo) else resolve_exporter(exporter)

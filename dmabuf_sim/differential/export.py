@@ -24,8 +24,12 @@ from typing import Any
 from attrs import define, field
 
 from .. import uapi
+from ..conformance.scenarios import SCENARIOS, Harness, Skip
+from ..dma_buf.core import DmaBuf
+from ..exporters.registry import exporter as exporter_info
 from ..kernel import Kernel
 from ..process import Process
+from ..stories import STORIES
 from ..uapi import UapiStruct
 from .abi import CONSTANTS, IOCTL_STRUCTS
 from .outcome import cstring
@@ -394,8 +398,6 @@ class _Writer:
         return name
 
     def stand_in_buffer(self, pid: int, fd: int, file: Any) -> None:
-        from ..dma_buf.core import DmaBuf
-
         dmabuf = getattr(file, "private_data", None)
         if not isinstance(dmabuf, DmaBuf):
             self.lines.append(f"# fd {fd} was opened kernel-side: not reproducible from userspace")
@@ -429,10 +431,6 @@ def export_run(calls: list[Recorded], title: str, *, stand_in: str = "system_hea
 
 def export_named(name: str, spec: str, exporter: str = "system_heap") -> str:
     """``dmabuf-sim scenarios run NAME --script``: a scenario or story as a script."""
-    from ..conformance.scenarios import SCENARIOS, Harness, Skip
-    from ..exporters.registry import exporter as exporter_info
-    from ..stories import STORIES
-
     stand_in = exporter if exporter in ("system_heap", "udmabuf", "vgem") else "system_heap"
     if name in STORIES:
         kernel = Kernel(spec)

@@ -48,11 +48,11 @@ from ..dma_buf.core import (
     dma_buf_fd,
     dma_buf_put,
 )
-from ..errors import KernelError
+from ..errors import KernelError, Signal
 from ..fs import File, FileOperations, fput
 from ..fs_file import fget
 from ..kstate import Key
-from ..mm.memory import get_page, put_page, vmf_insert_pfn
+from ..mm.memory import get_page, put_page, user_access, vmf_insert_pfn
 from ..mm.page_alloc import PAGE_MASK, PAGE_SHIFT
 from ..mm.shmem import (
     F_SEAL_FUTURE_WRITE,
@@ -330,9 +330,6 @@ def _copy_from_user_bytes(kernel: Kernel, arg: Any, offset: int, n: int) -> byte
     if isinstance(arg, (bytes, bytearray)):
         return bytes(arg[offset : offset + n]) if len(arg) >= offset + n else -errno.EFAULT
     if isinstance(arg, int) and not isinstance(arg, bool) and arg > 0 and kernel.current:
-        from ..errors import Signal
-        from ..mm.memory import user_access
-
         try:
             return user_access(kernel.current.mm, arg + offset, n, write=False)
         except Signal:

@@ -42,14 +42,18 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
+from ..fs_open import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, vfs_fallocate
 from ..trace import kernel_function
+from .memory import handle_mm_fault
 from .mmap import split_vma, zap_vma_range
 from .page_alloc import PAGE_ALIGN, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
 from .pgtable import pte_write
+from .shmem import is_shmem_file
 from .vma import (
     FAULT_FLAG_WRITE,
     VM_DONTCOPY,
     VM_DONTDUMP,
+    VM_FAULT_ERROR,
     VM_HUGETLB,
     VM_IO,
     VM_LOCKED,
@@ -336,8 +340,6 @@ def madvise_dontneed_free(
 @kernel_function("madvise_remove", file="mm/madvise.c")
 def madvise_remove(vma: VmAreaStruct, start: int, end: int) -> int:
     """Punch a hole in the vma's file: ``vfs_fallocate(PUNCH_HOLE|KEEP_SIZE)``."""
-    from ..fs_open import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, vfs_fallocate
-
     if vma.vm_flags & VM_LOCKED:
         return -errno.EINVAL
     f = vma.vm_file
@@ -359,9 +361,6 @@ def madvise_populate(mm: MmStruct, start: int, end: int, write: bool) -> int:
     a fault would SIGBUS/SIGSEGV, ``ENOMEM`` for a hole; pages faulted before the
     error stay faulted.
     """
-    from .memory import handle_mm_fault
-    from .vma import VM_FAULT_ERROR
-
     addr = start
     while addr < end:
         vma = mm.vma_lookup(addr)
@@ -394,7 +393,6 @@ def madvise_collapse(vma: VmAreaStruct, start: int, end: int) -> int:
     fits = -(-vma.vm_start // HPAGE_PMD_SIZE) * HPAGE_PMD_SIZE + HPAGE_PMD_SIZE <= vma.vm_end
     if not fits:
         return -errno.EINVAL
-    from .shmem import is_shmem_file
 
     if vma.vm_file is not None and not is_shmem_file(vma.vm_file):
         return -errno.EINVAL  # only regular files of filesystems with large folios

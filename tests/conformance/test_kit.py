@@ -20,8 +20,11 @@ from dmabuf_sim.conformance import check_exporter, make_machine
 from dmabuf_sim.conformance.kit import UsageError, resolve_exporter
 from dmabuf_sim.conformance.program import check_replays
 from dmabuf_sim.conformance.programs import PROGRAMS
+from dmabuf_sim.conformance.rules import RULES
 from dmabuf_sim.conformance.sanitizers import RuleViolation
+from dmabuf_sim.dma_buf import dma_buf_put
 from dmabuf_sim.exporters.registry import EXPORTERS
+from dmabuf_sim.exporters.teaching import NoCoherency, SimpleExporter
 from dmabuf_sim.spec import DEFAULT_SPEC, SPECS
 
 ROOT = Path(__file__).parent.parent.parent
@@ -77,7 +80,6 @@ def test_kit_catches_teaching_exporters_with_their_rule_and_replays(name: str, s
 
 def test_a_verdict_does_not_depend_on_the_exporter_s_name() -> None:
     """The same exporter under two names gets the same findings (the seed is fixed)."""
-    from dmabuf_sim.exporters.teaching import NoCoherency
 
     class Renamed(NoCoherency):
         pass
@@ -92,8 +94,6 @@ def test_a_verdict_does_not_depend_on_the_exporter_s_name() -> None:
 
 
 def test_every_directed_program_names_rules_from_the_catalogue() -> None:
-    from dmabuf_sim.conformance.rules import RULES
-
     for prog in PROGRAMS.values():
         assert prog.rules and set(prog.rules) <= set(RULES), prog.name
         assert prog.program()[-1].method == "teardown"
@@ -137,8 +137,6 @@ def test_first_violation_is_the_verdict_even_when_teardown_would_fail_too() -> N
 
 def test_a_detector_inside_the_simulator_becomes_a_verdict() -> None:
     """fput of a released file (refcount underflow) is SAN-REFCOUNT, never a traceback."""
-    from dmabuf_sim.dma_buf import dma_buf_put
-    from dmabuf_sim.exporters.teaching import SimpleExporter
 
     class PutsTwiceInRelease(SimpleExporter):
         def release(self, dmabuf: object) -> None:

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from dmabuf_sim.device import (
     DMA_BIDIRECTIONAL,
+    DMA_FROM_DEVICE,
     DMA_TO_DEVICE,
     Device,
     SgTable,
@@ -39,6 +40,7 @@ from dmabuf_sim.mm.memory import (
     vmf_insert_pfn,
 )
 from dmabuf_sim.mm.pgtable import CACHE_WC, pgprot_writecombine
+from dmabuf_sim.mm.shmem import shmem_truncate
 from dmabuf_sim.mm.util import vma_set_file
 from dmabuf_sim.mm.vma import (
     VM_DONTDUMP,
@@ -745,8 +747,6 @@ class ShootFreesPagesOnRelease(Shoot):
     INTENDED = "SAN-STALE-READ"
 
     def release(self, dmabuf: Any) -> None:
-        from dmabuf_sim.mm.shmem import shmem_truncate
-
         buf: ShootdownBuffer = dmabuf.priv
         shmem_truncate(buf.filp, 0)
         super().release(dmabuf)
@@ -852,8 +852,6 @@ class BeginRefusesReads(Scatter):
     INTENDED = "R44"
 
     def begin_cpu_access(self, dmabuf: Any, *args: Any) -> int:
-        from dmabuf_sim.device import DMA_FROM_DEVICE
-
         if args[-1] == DMA_FROM_DEVICE:
             return -errno.EINVAL
         return super().begin_cpu_access(dmabuf, *args)

@@ -28,6 +28,7 @@ from dmabuf_sim.mm.mmap import (
 from dmabuf_sim.mm.page_alloc import PAGE_SHIFT
 from dmabuf_sim.mm.pgtable import pte_pfn, pte_write
 from dmabuf_sim.mm.vma import (
+    VM_DONTEXPAND,
     VM_IO,
     VM_MAYSHARE,
     VM_MAYWRITE,
@@ -497,8 +498,6 @@ def test_r35_adjacent_mmap_merges_without_calling_mmap(
 def test_r35_no_merge_calls_mmap(
     make_driver: Callable[..., Any], plain_mmap: Any, variant: str
 ) -> None:
-    from dmabuf_sim.mm.vma import VM_DONTEXPAND
-
     k = Kernel("v6.12")
 
     def mmap_fn(d: Any, file: Any, vma: Any) -> int:
