@@ -393,6 +393,34 @@ class MmStruct:
         if high > self._free_area_cache:
             assert high - MMAP_MIN_ADDR <= self._cached_hole_size
 
+    # -- the entry points as methods, for callers written before they moved out ------
+    # The kernel's functions are the module-level ones below (traced there); these only
+    # forward to them.
+    def do_mmap(
+        self, file: File | None, addr: int, length: int, prot: int, flags: int, pgoff: int
+    ) -> int:
+        return do_mmap(self, file, addr, length, prot, flags, pgoff)
+
+    def mmap_region(
+        self, file: File | None, addr: int, length: int, vm_flags: int, pgoff: int
+    ) -> int:
+        return mmap_region(self, file, addr, length, vm_flags, pgoff)
+
+    def do_munmap(self, start: int, length: int) -> int:
+        return do_munmap(self, start, length)
+
+    def split_vma(self, vma: VmAreaStruct, addr: int, *, new_below: bool) -> VmAreaStruct:
+        return split_vma(self, vma, addr, new_below=new_below)
+
+    def unmap_region(self, vma: VmAreaStruct, start: int, end: int) -> None:
+        unmap_region(self, vma, start, end)
+
+    def zap_vma_range(self, vma: VmAreaStruct, start: int, end: int, *, even_cows: bool) -> int:
+        return zap_vma_range(self, vma, start, end, even_cows=even_cows)
+
+    def exit_mmap(self) -> None:
+        exit_mmap(self)
+
 
 # -- do_mmap --------------------------------------------------------------
 @kernel_function("do_mmap", file="mm/mmap.c", hide_first=True)

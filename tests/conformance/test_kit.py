@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from dmabuf_sim import conformance, errors
 from dmabuf_sim.conformance import check_exporter, make_machine
 from dmabuf_sim.conformance.kit import UsageError, resolve_exporter
 from dmabuf_sim.conformance.program import check_replays
@@ -336,3 +337,9 @@ def test_cli_check_exit_codes_and_verbose_listing(tmp_path: Path) -> None:
     assert usage.returncode == 2
     assert textwrap.shorten(usage.stderr, 200).startswith("dmabuf-sim check: cannot import")
     assert "Traceback" not in usage.stderr
+
+
+def test_the_kit_and_the_package_share_one_usage_error() -> None:
+    """One class for misuse of the Python API, whoever raises it; BadUsage is its old name."""
+    assert conformance.UsageError is UsageError is errors.UsageError is errors.BadUsage
+    assert issubclass(UsageError, ValueError) and issubclass(UsageError, errors.DmaBufSimError)

@@ -157,3 +157,17 @@ def test_every_registered_function_names_where_its_python_twin_lives() -> None:
         path, _, qualname = info.python_location.partition(":")
         assert path.startswith("dmabuf_sim/") and path.endswith(".py"), info
         assert qualname == info.qualname, info
+
+
+def test_mm_entry_points_trace_without_the_mm_and_the_old_methods_forward() -> None:
+    """do_mmap & co. are functions over mm (as in mm/mmap.c); the trace leaves the mm
+    out of their arguments, as it left out ``self`` when they were methods."""
+    k = Kernel("v6.12")
+    p = k.spawn("tracee")
+    fd = p.open("/dev/simmem", os.O_RDWR)
+    addr = p.mmap(0, 2 * PAGE, R | W, SH, fd, 0)
+    with k.trace() as events:
+        assert p.mm.do_munmap(addr, PAGE) == 0  # the method forwards to do_munmap(mm, ...)
+    entries = [e for e in events if e.kind == "entry" and e.func == "do_munmap"]
+    assert len(entries) == 1
+    assert entries[0].args == f"{addr:#x}, {PAGE:#x}"
