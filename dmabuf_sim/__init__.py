@@ -7,6 +7,9 @@ process or the kernel holds, to compare before and after a call.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from .errors import (
     SIGBUS,
     SIGKILL,
@@ -44,9 +47,6 @@ __version__ = "0.1.0"
 
 def load_everything() -> None:
     """Import every module that declares kernel functions (fills the registry)."""
-    import importlib
-    import pkgutil
-
     for mod in pkgutil.walk_packages(__path__, __name__ + "."):
         if mod.name.endswith(("__main__", "pytest_plugin")):
             continue

@@ -164,9 +164,9 @@ def _cmd_functions(args: argparse.Namespace) -> int:
     from .trace import KERNEL_FUNCTIONS
 
     load_everything()
-    for name in sorted(KERNEL_FUNCTIONS):
-        info = KERNEL_FUNCTIONS[name]
-        print(f"{name:32} {info.file}")
+    for key in sorted(KERNEL_FUNCTIONS):
+        info = KERNEL_FUNCTIONS[key]
+        print(f"{info.name:32} {info.file}")
     return 0
 
 

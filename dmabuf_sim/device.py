@@ -19,6 +19,7 @@ segment merging; an sg entry is a run of physically contiguous pages.
 from __future__ import annotations
 
 import enum
+import errno
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -190,7 +191,7 @@ def _invalidate(kernel: Kernel, sgt: SgTable) -> None:
 def dma_map_sgtable(dev: Device, sgt: SgTable, direction: DmaDataDirection) -> int:
     """Hand the buffer to the device: clean the CPU cache (non-coherent devices)."""
     if direction == DMA_NONE:
-        return -22
+        return -errno.EINVAL
     if not dev.coherent:
         _clean(dev.kernel, sgt)
     sgt.mapped_for = dev

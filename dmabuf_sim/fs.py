@@ -25,6 +25,7 @@ return to userspace; there are no dentries beyond a name and an optional
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -151,7 +152,7 @@ class FileOperations:
 
 def no_open(inode: Inode, file: File) -> int:
     """``no_open``: the i_fop of pseudo inodes; reopening via /proc/self/fd fails ENXIO."""
-    return -6  # -ENXIO
+    return -errno.ENXIO
 
 
 @define(eq=False, slots=True)

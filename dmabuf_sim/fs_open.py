@@ -16,7 +16,8 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from .fs import S_IFMT, S_IFREG
+from .fs import FMODE_WRITE, S_IFMT, S_IFREG
+from .fs_file import fdget
 from .trace import kernel_function
 
 if TYPE_CHECKING:
@@ -106,7 +107,6 @@ def _check_mode_switch(mode: int, write_zeroes: bool) -> int:
 def vfs_fallocate(file: File, mode: int, offset: int, length: int) -> int:
     inode = file.f_inode
     spec = file.kernel.spec
-    from .fs import FMODE_WRITE
 
     if offset < 0 or length <= 0:
         return -errno.EINVAL
@@ -138,8 +138,6 @@ def vfs_fallocate(file: File, mode: int, offset: int, length: int) -> int:
 
 @kernel_function("ksys_fallocate", file="fs/open.c")
 def ksys_fallocate(proc: Process, fd: int, mode: int, offset: int, length: int) -> int:
-    from .syscalls import fdget
-
     file = fdget(proc, fd)
     if file is None:
         return -errno.EBADF

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from attrs import frozen
 
+from .fs_file import fdget
 from .trace import kernel_function
 
 if TYPE_CHECKING:
@@ -63,8 +64,6 @@ def generic_fillattr(inode: Inode) -> os.stat_result:
 @kernel_function("vfs_fstat", file="fs/stat.c")
 def vfs_fstat(proc: Process, fd: int) -> os.stat_result | int:
     """``fstat(fd)``: ``EBADF`` for a closed fd, else ``vfs_getattr`` of its inode."""
-    from .syscalls import fdget
-
     file = fdget(proc, fd)
     if file is None:
         return -errno.EBADF
@@ -101,8 +100,6 @@ def vfs_statfs(file: File) -> KStatfs:
 
 @kernel_function("fd_statfs", file="fs/statfs.c")
 def fd_statfs(proc: Process, fd: int) -> KStatfs | int:
-    from .syscalls import fdget
-
     file = fdget(proc, fd)
     if file is None:
         return -errno.EBADF

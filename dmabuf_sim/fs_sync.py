@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
+from .fs_file import fdget
 from .trace import kernel_function
 
 if TYPE_CHECKING:
@@ -41,8 +42,6 @@ def vfs_fsync(file: File, datasync: int) -> int:
 
 @kernel_function("do_fsync", file="fs/sync.c")
 def do_fsync(proc: Process, fd: int, datasync: int) -> int:
-    from .syscalls import fdget
-
     file = fdget(proc, fd)
     if file is None:
         return -errno.EBADF

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from attrs import define, field
 
-from .fs import FileOperations, Inode, SuperBlock, mount_builtin_filesystems
+from .fs import S_IFCHR, FileOperations, Inode, SuperBlock, mount_builtin_filesystems
+from .kstate import Registry
 from .mm.cache import CpuCache
 from .mm.page_alloc import PhysicalMemory
 from .spec import Spec, get_spec
@@ -115,7 +116,11 @@ class Kernel:
     bad_pages: list[BadPage] = field(repr=False)
     access_observer: AccessObserver | None = field(repr=False)
     zero_pfn: int
-    drivers: dict[str, Any] = field(repr=False)
+    drivers: Registry = field(repr=False)
+    """The loaded drivers, each under the typed :class:`~dmabuf_sim.kstate.Key` its module
+    defines (``kernel.drivers[SIMMEM]`` is the ``/dev/simmem`` driver)."""
+    subsys: Registry = field(repr=False)
+    """What subsystems keep in C statics (dma-buf's fops, sync_file's ...), by typed key."""
     warnings: list[str] = field(repr=False)
     """WARN_ON()s that fired, in order."""
     tainted: bool
@@ -153,6 +158,8 @@ class Kernel:
         trace: bool = False,
         load_drivers: bool = True,
     ) -> None:
+        from .drivers import load_builtin_drivers  # noqa: PLC0415  # cycle: booting the drivers (layer 7) reaches up; they register against this kernel
+
         if not isinstance(ram_pages, int) or ram_pages < 1 << 12:
             raise ValueError(f"ram_pages must be an int >= 4096 (16 MiB), not {ram_pages!r}")
         if not isinstance(cache_lines, int) or cache_lines < 1:
@@ -172,7 +179,8 @@ class Kernel:
         self.dma_bufs = []
         self.bad_pages = []
         self.access_observer = None
-        self.drivers = {}
+        self.drivers = Registry("driver")
+        self.subsys = Registry("subsystem state")
         self.warnings = []
         self.tainted = False
         self.clock = 0
@@ -188,8 +196,6 @@ class Kernel:
         self._timer_seq = itertools.count()
         self.zero_pfn = self.mem.alloc_pages(0)  # ZERO_PAGE(0)
         if load_drivers:
-            from .drivers import load_builtin_drivers
-
             load_builtin_drivers(self)
 
     @property
@@ -209,7 +215,7 @@ class Kernel:
 
     def _repr_svg_(self) -> str:
         """The state picture: a kernel at the end of a notebook cell draws itself."""
-        from .picture import snapshot_graph, to_svg_fallback
+        from .picture import snapshot_graph, to_svg_fallback  # noqa: PLC0415  # cycle: the pictures (layer 8) draw kernels
 
         return to_svg_fallback(snapshot_graph(self))
 
@@ -220,7 +226,7 @@ class Kernel:
     # -- processes ------------------------------------------------------------------
     def spawn(self, comm: str = "proc") -> Process:
         """Create a new process with an empty address space and fd table."""
-        from .process import Process
+        from .process import Process  # noqa: PLC0415  # cycle: process.py (layer 5) builds on the machine
 
         if not isinstance(comm, str):
             raise TypeError(f"comm must be a str, not {type(comm).__name__}")
@@ -246,7 +252,6 @@ class Kernel:
         """Add a device node (``misc_register``/``device_create``) at ``path``."""
         if path in self.chrdevs:
             raise ValueError(f"device node {path} already exists")
-        from .fs import S_IFCHR
 
         inode = Inode(self, self.next_ino(), S_IFCHR | 0o666, "devtmpfs", i_fop=fops)
         dev = ChrDev(path, fops, inode, driver)

@@ -40,7 +40,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from attrs import define, field, frozen
 
 from .errors import KernelError
+from .kstate import Key
 from .trace import kernel_function
+from .wait import wait_event
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -111,10 +113,12 @@ class _ModuleFile:
     code: tuple[Any, ...]
 
 
+MODULE_FILES: Key[dict[str, _ModuleFile]] = Key("module_files")
+"""The ``.ko`` files installed under /lib/modules, by module name."""
+
+
 def _files(kernel: Kernel) -> dict[str, _ModuleFile]:
-    files = kernel.drivers.setdefault("module_files", {})
-    assert isinstance(files, dict)
-    return files
+    return kernel.subsys.setdefault(MODULE_FILES, dict)
 
 
 @kernel_function("try_module_get", file="kernel/module/main.c")
@@ -215,8 +219,6 @@ def delete_module(kernel: Kernel, name: str, flags: int) -> int:
     Specs before 3.13 (``delete_module_never_waits`` False) without ``O_NONBLOCK`` mark
     the module going and sleep, uninterruptibly, until the last reference goes.
     """
-    from .wait import wait_event
-
     mod = find_module(kernel, name)
     if mod is None:
         return -errno.ENOENT

@@ -52,11 +52,28 @@ from .errors import (
     errname,
     os_error,
 )
-from .fs import File, fput
+from .fs import FMODE_WRITE, File, fput
+from .fs_file import (
+    FilesStruct,
+    close_fd,
+    fd_install,
+    fdget,
+    fget,
+    get_unused_fd_flags,
+    ksys_dup,
+    put_unused_fd,
+)
+from .fs_open import ksys_fallocate
+from .fs_stat import do_readlinkat, fd_statfs, vfs_fstat
+from .fs_sync import do_fsync
+from .mm.madvise import do_madvise
 from .mm.memory import user_access
 from .mm.mmap import MmStruct
+from .mm.msync import sys_msync
 from .mm.page_alloc import PAGE_SHIFT
+from .mm.shmem import MFD_CLOEXEC, is_shmem_file, memfd_create, shmem_truncate
 from .mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_WRITE
+from .module import delete_module
 from .trace import _ENABLED_TRACERS
 
 if TYPE_CHECKING:
@@ -171,15 +188,6 @@ def _syscall(name: str) -> Callable[[F], F]:
 
 
 @define(eq=False, slots=True)
-class FilesStruct:
-    """``struct files_struct``: fd → file, plus the close-on-exec set."""
-
-    fds: dict[int, File] = field(factory=dict)
-    cloexec: set[int] = field(factory=set)
-    reserved: dict[int, bool] = field(factory=dict)
-
-
-@define(eq=False, slots=True)
 class Process:
     """A simulated userspace process (made by :meth:`Kernel.spawn` or :meth:`fork`)."""
 
@@ -202,7 +210,7 @@ class Process:
 
     def _repr_svg_(self) -> str:
         """What this process reaches (vmas, files, pages), drawn; Jupyter shows it."""
-        from .picture import snapshot_graph, to_svg_fallback
+        from .picture import snapshot_graph, to_svg_fallback  # noqa: PLC0415  # cycle: the pictures (layer 8) draw processes
 
         return to_svg_fallback(snapshot_graph(self.kernel, processes=[self]))
 
@@ -236,13 +244,13 @@ class Process:
     def close(self, fd: int) -> None:
         fd = _int("fd", fd)
         with self._enter():
-            _check(sc.sys_close(self, fd))
+            _check(close_fd(self, fd))
 
     @_syscall("dup")
     def dup(self, fd: int) -> int:
         fd = _int("fd", fd)
         with self._enter():
-            return _check(sc.sys_dup(self, fd))
+            return _check(ksys_dup(self, fd))
 
     @_syscall("lseek")
     def lseek(self, fd: int, pos: int, how: int) -> int:
@@ -339,32 +347,25 @@ class Process:
 
     @_syscall("memfd_create")
     def memfd_create(self, name: str, flags: int = 0) -> int:
-        from .mm.shmem import MFD_CLOEXEC, memfd_create
-
         name = _text("name", name)
         flags = _int("flags", flags)
         with self._enter():
-            fd = _check(sc.get_unused_fd_flags(self, os.O_CLOEXEC if flags & MFD_CLOEXEC else 0))
+            fd = _check(get_unused_fd_flags(self, os.O_CLOEXEC if flags & MFD_CLOEXEC else 0))
             file = memfd_create(self.kernel, name, flags)
             if isinstance(file, int):
-                sc.put_unused_fd(self, fd)
+                put_unused_fd(self, fd)
                 raise os_error(file)
-            sc.fd_install(self, fd, file)
+            fd_install(self, fd, file)
             return fd
 
     @_syscall("ftruncate")
     def ftruncate(self, fd: int, length: int) -> None:
-        import errno
-
-        from .fs import FMODE_WRITE
-        from .mm.shmem import is_shmem_file, shmem_truncate
-
         fd = _int("fd", fd)
         length = _ulong("length", length)
         with self._enter():
             if length >= 1 << 63:
                 raise os_error(-errno.EINVAL)  # do_sys_ftruncate: length < 0 before fdget
-            file = sc.fdget(self, fd)
+            file = fdget(self, fd)
             if file is None:
                 raise os_error(-errno.EBADF)
             if not file.f_inode.is_reg() or not file.f_mode & FMODE_WRITE:
@@ -481,8 +482,6 @@ class Process:
         dma-buf it exported is alive: any fd, mapping, attachment or kernel reference);
         ``EBUSY`` — being removed, or it cannot be removed.
         """
-        from .module import delete_module
-
         if not isinstance(name, str):
             raise TypeError(f"name must be a str (the module name), not {type(name).__name__}")
         flags = _int("flags", flags)
@@ -492,9 +491,9 @@ class Process:
     # -- procfs ----------------------------------------------------------------------
     def file(self, fd: int) -> File:
         """The kernel ``struct file`` behind ``fd`` (for inspection; no reference taken)."""
-        f = sc.fdget(self, _int("fd", fd))
+        f = fdget(self, _int("fd", fd))
         if f is None:
-            raise os_error(-9)
+            raise os_error(-errno.EBADF)
         return f
 
     def maps(self) -> str:
@@ -525,9 +524,9 @@ class Process:
         """``/proc/<pid>/fdinfo/<fd>``."""
         fd = _int("fd", fd)
         with self._enter():
-            file = sc.fget(self, fd)  # procfs holds a reference while it prints
+            file = fget(self, fd)  # procfs holds a reference while it prints
             if file is None:
-                raise os_error(-2)
+                raise os_error(-errno.ENOENT)
             try:
                 flags = file.f_flags | (os.O_CLOEXEC if fd in self.files.cloexec else 0)
                 mnt_id = _SB_DEV.get(file.f_inode.i_sb, 0)
@@ -547,8 +546,6 @@ class Process:
     # (fs/open.c: fallocate), fs_stat.py (fs/stat.c, fs/statfs.c), syscalls.py (pread).
     def madvise(self, addr: int, length: int, advice: int) -> None:
         """``madvise(2)`` (``mmap.mmap.madvise`` is its Python face); advice ``MADV_*``."""
-        from .mm.madvise import do_madvise
-
         a, n = _ulong("addr", addr), _ulong("length", length)
         advice = _int("advice", advice)
         with self._enter():
@@ -556,8 +553,6 @@ class Process:
 
     def msync(self, addr: int, length: int, flags: int) -> None:
         """``msync(2)``; flags ``MS_ASYNC``/``MS_SYNC``/``MS_INVALIDATE``."""
-        from .mm.msync import sys_msync
-
         a, n = _ulong("addr", addr), _ulong("length", length)
         flags = _int("flags", flags)
         with self._enter():
@@ -587,8 +582,6 @@ class Process:
 
     def fstat(self, fd: int) -> os.stat_result:
         """``os.fstat``: ``st_mode``, ``st_ino``, ``st_dev``, ``st_size``, ``st_blksize``, ..."""
-        from .fs_stat import vfs_fstat
-
         fd = _int("fd", fd)
         with self._enter():
             ret = vfs_fstat(self, fd)
@@ -598,8 +591,6 @@ class Process:
 
     def fstatfs(self, fd: int) -> KStatfs:
         """``fstatfs(2)``: the filesystem's ``struct statfs`` (``f_type`` its magic)."""
-        from .fs_stat import fd_statfs
-
         fd = _int("fd", fd)
         with self._enter():
             ret = fd_statfs(self, fd)
@@ -609,24 +600,18 @@ class Process:
 
     def fsync(self, fd: int) -> None:
         """``os.fsync``: ``EINVAL`` for files without ``->fsync`` (a dma-buf)."""
-        from .fs_sync import do_fsync
-
         fd = _int("fd", fd)
         with self._enter():
             _check(do_fsync(self, fd, 0))
 
     def fdatasync(self, fd: int) -> None:
         """``os.fdatasync``."""
-        from .fs_sync import do_fsync
-
         fd = _int("fd", fd)
         with self._enter():
             _check(do_fsync(self, fd, 1))
 
     def fallocate(self, fd: int, mode: int, offset: int, length: int) -> None:
         """``fallocate(2)`` (``FALLOC_FL_*`` modes; ``os.posix_fallocate`` is mode 0)."""
-        from .fs_open import ksys_fallocate
-
         fd = _int("fd", fd)
         mode = _int("mode", mode)
         off, n = _loff("offset", offset), _loff("length", length)
@@ -635,8 +620,6 @@ class Process:
 
     def readlink(self, path: str) -> str:
         """``os.readlink``: the target of ``/proc/self/fd/N`` (or ``/proc/<pid>/fd/N``)."""
-        from .fs_stat import do_readlinkat
-
         if not isinstance(path, str):
             raise TypeError(f"path must be a str, not {type(path).__name__}")
         with self._enter():

@@ -30,10 +30,12 @@ models it (``linux-6.19-udmabuf.jsonl`` → ``v6.19``) through
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import mmap
 import os
 import re
+import signal as _signal
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
@@ -43,6 +45,7 @@ from attrs import frozen
 
 from .errors import Signal
 from .kernel import Kernel
+from .mm.shmem import F_SEAL_SHRINK, MFD_ALLOW_SEALING, MFD_CLOEXEC
 from .process import Process
 from .spec import SPECS, Spec
 from .uapi import (
@@ -159,8 +162,6 @@ def make_buffer(proc: Process, exp: str, pages: int, *, rdonly: bool = False) ->
         proc.close(heap)
         return int(data.fd)
     if exp == "udmabuf":
-        from .mm.shmem import F_SEAL_SHRINK, MFD_ALLOW_SEALING, MFD_CLOEXEC
-
         memfd = proc.memfd_create("oracle", MFD_ALLOW_SEALING | MFD_CLOEXEC)
         proc.ftruncate(memfd, size)
         proc.fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK)
@@ -254,8 +255,6 @@ def _data_cases(k: Kernel, exp: str) -> dict[str, Any]:
         child.read_memory(a + PAGE, 1)
         out["touch_unmapped_middle"] = "no signal"
     except Signal as sig:
-        import signal as _signal
-
         out["touch_unmapped_middle"] = _signal.Signals(sig.signo).name
     child.exit()
     ends = p.read_memory(a, PAGE) + p.read_memory(a + 2 * PAGE, PAGE)
@@ -320,8 +319,6 @@ def _grow_cases(k: Kernel, exp: str) -> dict[str, Any]:
 
 
 def _rofd_cases(k: Kernel, exp: str) -> dict[str, Any]:
-    import fcntl
-
     p = k.spawn("probe")
     fd = make_buffer(p, exp, 2, rdonly=True)
     out: dict[str, Any] = {"accmode": ("ok", p.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE)}

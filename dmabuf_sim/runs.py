@@ -16,10 +16,15 @@ from collections.abc import Callable
 
 from attrs import define, field
 
+from .conformance.sanitizers import Finding
+from .conformance.scenarios import SCENARIOS, STEP_CHECKS, Harness, Skip
 from .errors import KernelOops, Signal
 from .exporters.registry import EXPORTERS, ExporterInfo
+from .exporters.registry import exporter as lookup
 from .kernel import Kernel
+from .picture import snapshot_graph, to_svg_fallback
 from .spec import DEFAULT_SPEC, SPECS, get_spec
+from .stories import STORIES
 from .trace import TraceEvent
 
 __all__ = ["NamedRun", "is_named", "run_named", "suggest_exporter"]
@@ -71,7 +76,6 @@ class NamedRun:
         """The state the run left (Jupyter draws it)."""
         if self.kernel is None:
             return None
-        from .picture import snapshot_graph, to_svg_fallback
 
         return to_svg_fallback(snapshot_graph(self.kernel))
 
@@ -89,9 +93,6 @@ class NamedRun:
 
 def is_named(name: str) -> bool:
     """Whether ``name`` is a shared scenario or a story."""
-    from .conformance.scenarios import SCENARIOS
-    from .stories import STORIES
-
     return name in SCENARIOS or name in STORIES
 
 
@@ -127,9 +128,6 @@ def run_named(
     step-through view attaches its recorder there).  Raises :class:`ValueError`
     for an unknown name, spec or exporter.
     """
-    from .conformance.scenarios import SCENARIOS
-    from .stories import STORIES
-
     spec_name = get_spec(spec).name
     if name in STORIES:
         kernel = Kernel(spec)
@@ -142,7 +140,6 @@ def run_named(
         raise ValueError(
             f"unknown scenario {name!r}; see 'dmabuf-sim scenarios list' for the names"
         )
-    from .exporters.registry import exporter as lookup
 
     info = lookup(exporter)
     why = info.available(get_spec(spec))
@@ -177,9 +174,6 @@ def _run_scenario(
     name: str, info: ExporterInfo, spec: str, prepare: Callable[[Kernel], object] | None
 ) -> NamedRun:
     """The shared scenario under the harness, judged as the kit judges it."""
-    from .conformance.sanitizers import Finding
-    from .conformance.scenarios import SCENARIOS, STEP_CHECKS, Harness, Skip
-
     h = Harness.create(info, spec)
     spec_name = h.kernel.spec.name
     _start(h.kernel, prepare)

@@ -35,10 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import define, field, frozen
 
+from .conformance.scenarios import SCENARIOS
 from .narrate import Counts, changes, narrate_call, narrate_kernel
 from .picture import Graph, snapshot_graph, to_svg_fallback
 from .picture.state import GraphIds
+from .runs import run_named
 from .spec import DEFAULT_SPEC, SPECS
+from .stories import STORIES
 from .trace import TraceEvent, format_function_graph, hide_harness, hide_plumbing, strace_line
 
 if TYPE_CHECKING:
@@ -305,8 +308,6 @@ def record_named(
     name: str, spec: str, exporter: str = "system_heap", *, full_trace: bool = False
 ) -> RunView:
     """Run scenario or story ``name`` under ``spec`` with a :class:`Recorder` on it."""
-    from .runs import run_named
-
     sink: list[Frame] = []
     recorders: list[Recorder] = []
 
@@ -333,9 +334,6 @@ def walkthrough(
     full_trace: bool = False,
 ) -> Walkthrough:
     """Scenario or story ``name`` under each of ``specs`` (all by default), recorded."""
-    from .conformance.scenarios import SCENARIOS
-    from .stories import STORIES
-
     chosen = list(specs) if specs is not None else list(SPECS)
     runs = {spec: record_named(name, spec, exporter, full_trace=full_trace) for spec in chosen}
     if name in STORIES:

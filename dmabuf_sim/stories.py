@@ -22,9 +22,16 @@ from typing import Any
 
 from attrs import field, frozen
 
+from .dma_buf.access import dma_buf_end_cpu_access
+from .dma_buf.core import dma_buf_export, dma_buf_fd
+from .dma_buf.mmap import dma_buf_mmap
 from .errors import KernelOops, Signal
+from .exporters.registry import EXPORTERS, kernel_side
+from .exporters.teaching import SimpleBuffer, SimpleExporter
+from .fs import FileOperations
 from .kernel import Kernel
 from .spec import DEFAULT_SPEC, Spec, get_spec
+from .uapi import DMA_BUF_IOCTL_SYNC, DMA_BUF_SET_NAME, POLLIN, POLLOUT, DmaBufSync
 
 __all__ = ["STORIES", "Judgement", "Story", "diff_story", "run_story", "verdict"]
 
@@ -69,8 +76,6 @@ def _outcome(fn: Callable[[], Any]) -> str:
 
 
 def _simple_fd(kernel: Kernel, pages: int = 2) -> tuple[Any, int]:
-    from .exporters.registry import EXPORTERS
-
     proc = kernel.spawn("story")
     return proc, EXPORTERS["simple"].make_fd(proc, pages * PAGE, os.O_RDWR | os.O_CLOEXEC)
 
@@ -96,9 +101,6 @@ def story_mmap_bounds(k: Kernel) -> dict[str, str]:
 
 def _simple_fd_or_none(k: Kernel) -> tuple[Any, int]:
     """On v3.4 dma-buf mmap does not exist; export kernel-side anyway (kmap era)."""
-    from .dma_buf.core import dma_buf_export, dma_buf_fd
-    from .exporters.teaching import SimpleBuffer, SimpleExporter
-
     proc = k.spawn("story")
     ops = SimpleExporter()
     buf = SimpleBuffer(k.mem.alloc_contig(2), 2)
@@ -109,8 +111,6 @@ def _simple_fd_or_none(k: Kernel) -> tuple[Any, int]:
 
 def story_file_ops(k: Kernel) -> dict[str, str]:
     """lseek, the sync ioctl, poll and /proc maps on a dma-buf fd (R41, R42, R47, R48, R50, R62)."""
-    from .uapi import DMA_BUF_IOCTL_SYNC, DMA_BUF_SET_NAME, POLLIN, POLLOUT, DmaBufSync
-
     if k.spec.has_mmap_fop:
         proc, fd = _simple_fd(k)
     else:
@@ -134,8 +134,6 @@ def story_file_ops(k: Kernel) -> dict[str, str]:
 
 def story_no_fault_handler(k: Kernel) -> dict[str, str]:
     """An exporter whose mmap installs neither PTEs nor a fault handler (R30, R31)."""
-    from .exporters.registry import kernel_side
-    from .exporters.teaching import SimpleExporter
 
     class Lazy(SimpleExporter):
         def mmap(self, dmabuf: Any, vma: Any) -> int:
@@ -157,9 +155,6 @@ def story_no_fault_handler(k: Kernel) -> dict[str, str]:
 
 def story_shared_inode(k: Kernel) -> dict[str, str]:
     """Two buffers of an exporter that shoots down through the dma-buf file (R26, R27, R56)."""
-    from .dma_buf.access import dma_buf_end_cpu_access
-    from .exporters.registry import EXPORTERS
-
     if not k.spec.has_mmap_fop or k.spec.mmap_internal_reads_uninitialised_dmabuf:
         return {"mmap": "not possible on this spec"}
     proc = k.spawn("story")
@@ -189,10 +184,6 @@ def story_shared_inode(k: Kernel) -> dict[str, str]:
 
 def story_importer_mmap_failure(k: Kernel) -> dict[str, str]:
     """An importer forwards mmap with dma_buf_mmap and the exporter fails it (R22-R24)."""
-    from .dma_buf.mmap import dma_buf_mmap
-    from .exporters.teaching import SimpleExporter
-    from .fs import FileOperations
-
     if not k.spec.has_mmap_fop or k.spec.mmap_internal_reads_uninitialised_dmabuf:
         return {"dma_buf_mmap": "not possible on this spec"}
 

@@ -147,12 +147,12 @@ _SEALS = (
     (_shmem.F_SEAL_EXEC, "F_SEAL_EXEC"),
 )
 _FCNTL = {
-    0: "F_DUPFD",
-    1: "F_GETFD",
-    2: "F_SETFD",
-    3: "F_GETFL",
-    4: "F_SETFL",
-    1030: "F_DUPFD_CLOEXEC",
+    uapi.F_DUPFD: "F_DUPFD",
+    uapi.F_GETFD: "F_GETFD",
+    uapi.F_SETFD: "F_SETFD",
+    uapi.F_GETFL: "F_GETFL",
+    uapi.F_SETFL: "F_SETFL",
+    uapi.F_DUPFD_CLOEXEC: "F_DUPFD_CLOEXEC",
     uapi.F_ADD_SEALS: "F_ADD_SEALS",
     uapi.F_GET_SEALS: "F_GET_SEALS",
 }
@@ -336,7 +336,7 @@ def format_args(name: str, args: Sequence[Any], result: Any = None) -> str:
         cmd = _FCNTL.get(a[1], str(a[1]))
         if a[1] == uapi.F_ADD_SEALS:
             return f"{a[0]}, {cmd}, {decode_flags(a[2], _SEALS)}"
-        if a[1] in (1, 3, uapi.F_GET_SEALS):
+        if a[1] in (uapi.F_GETFD, uapi.F_GETFL, uapi.F_GET_SEALS):
             return f"{a[0]}, {cmd}"
         return f"{a[0]}, {cmd}, {a[2]}"
     if name == "memfd_create":

@@ -1,4 +1,4 @@
-"""Kernel-side syscall entry points: fd tables and the generic VFS layer.
+"""Kernel-side syscall entry points and the generic VFS layer.
 
 Every function here takes the calling :class:`~dmabuf_sim.process.Process`
 and returns what the syscall returns in C — a value, or ``-errno`` — so the
@@ -6,19 +6,22 @@ userspace face only has to turn negatives into :class:`OSError`.  The order
 of checks is the kernel's (fs/open.c, fs/read_write.c, fs/ioctl.c,
 fs/fcntl.c, fs/select.c, mm/mmap.c, arch/x86/kernel/sys_x86_64.c).
 
+The fd table and its helpers (``fd_install``, ``fget``, ``get_unused_fd_flags``,
+``close_fd``, ``ksys_dup``) live in :mod:`dmabuf_sim.fs_file`, as in fs/file.c;
+they are re-exported here under the names callers used before.
+
 Simplified: one thread per process; no permissions, namespaces, or
 ``O_PATH``; ``/proc/<pid>/fd/N`` is the only procfs path that can be opened.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import re
 from typing import TYPE_CHECKING, Any
 
-from .errors import ENOIOCTLCMD
+from .errors import ENOIOCTLCMD, ERESTART_RESTARTBLOCK
 from .fs import (
     FMODE_LSEEK,
     FMODE_PREAD,
@@ -30,13 +33,47 @@ from .fs import (
     fput,
     get_file,
 )
-from .mm.mmap import MAP_ANONYMOUS, MAP_HUGETLB, MAP_LOCKED, MAP_NONBLOCK, MAP_POPULATE
+from .fs_file import (
+    NR_OPEN_DEFAULT,
+    close_fd,
+    fd_install,
+    fdget,
+    fget,
+    get_unused_fd_flags,
+    ksys_dup,
+    put_unused_fd,
+)
+from .lockdep import held
+from .mm.fork import dup_mmap
+from .mm.gup import mm_populate
+from .mm.mmap import (
+    MAP_ANONYMOUS,
+    MAP_HUGETLB,
+    MAP_LOCKED,
+    MAP_NONBLOCK,
+    MAP_POPULATE,
+    do_mmap,
+    do_munmap,
+    exit_mmap,
+)
+from .mm.mprotect import do_mprotect_pkey
+from .mm.mremap import do_mremap
 from .mm.page_alloc import PAGE_MASK, PAGE_SHIFT
+from .mm.shmem import memfd_fcntl
+from .module import module_put, try_module_get
 from .trace import kernel_function
+from .uaccess import get_user_int
 from .uapi import (
     DEFAULT_POLLMASK,
     F_ADD_SEALS,
+    F_DUPFD,
+    F_DUPFD_CLOEXEC,
     F_GET_SEALS,
+    F_GETFD,
+    F_GETFL,
+    F_SETFD,
+    F_SETFL,
+    FD_CLOEXEC,
     FIOCLEX,
     FIONBIO,
     FIONCLEX,
@@ -44,6 +81,7 @@ from .uapi import (
     POLLHUP,
     POLLNVAL,
 )
+from .wait import WaitStatus, wait_event
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -55,8 +93,11 @@ __all__ = [
     "NR_OPEN_DEFAULT",
     "do_sys_poll",
     "fd_install",
+    "fdget",
     "fget",
     "get_unused_fd_flags",
+    "mm_populate",
+    "put_unused_fd",
     "sys_close",
     "sys_dup",
     "sys_fcntl",
@@ -69,52 +110,7 @@ __all__ = [
     "sys_write",
 ]
 
-NR_OPEN_DEFAULT = 1024  # RLIMIT_NOFILE soft limit
 _PROC_FD = re.compile(r"^/proc/(self|\d+)/fd/(\d+)$")
-
-
-# -- fd table -----------------------------------------------------------------------
-@kernel_function("get_unused_fd_flags", file="fs/file.c")
-def get_unused_fd_flags(proc: Process, flags: int) -> int:
-    """Reserve the lowest free fd (``-EMFILE`` past RLIMIT_NOFILE)."""
-    fd = 0
-    fds = proc.files.fds
-    while fd in fds or fd in proc.files.reserved:
-        fd += 1
-    if fd >= NR_OPEN_DEFAULT:
-        return -errno.EMFILE
-    proc.files.reserved[fd] = bool(flags & os.O_CLOEXEC)
-    return fd
-
-
-def put_unused_fd(proc: Process, fd: int) -> None:
-    proc.files.reserved.pop(fd, None)
-
-
-@kernel_function("fd_install", file="fs/file.c")
-def fd_install(proc: Process, fd: int, file: File) -> None:
-    """Install ``file`` at a reserved fd; the caller's reference moves to the table."""
-    cloexec = proc.files.reserved.pop(fd)
-    proc.files.fds[fd] = file
-    if cloexec:
-        proc.files.cloexec.add(fd)
-    else:
-        proc.files.cloexec.discard(fd)
-
-
-def fdget(proc: Process, fd: int) -> File | None:
-    """The file at ``fd`` without a new reference (single-threaded ``fdget``)."""
-    if not isinstance(fd, int) or fd < 0:
-        return None
-    return proc.files.fds.get(fd)
-
-
-@kernel_function("fget", file="fs/file.c")
-def fget(proc: Process, fd: int) -> File | None:
-    file = fdget(proc, fd)
-    if file is not None:
-        get_file(file)
-    return file
 
 
 # -- open / close / dup -------------------------------------------------------------
@@ -193,8 +189,6 @@ def _reopen_proc_fd(proc: Process, m: re.Match[str], flags: int) -> int:
 
 
 def _do_dentry_open(file: File) -> int:
-    from .module import module_put, try_module_get
-
     if not try_module_get(file.f_op.module):  # fops_get: the driver is going away
         file.f_count = 0
         file.released = True
@@ -209,29 +203,8 @@ def _do_dentry_open(file: File) -> int:
     return 0
 
 
-@kernel_function("close_fd", file="fs/file.c")
-def sys_close(proc: Process, fd: int) -> int:
-    file = proc.files.fds.pop(fd, None) if isinstance(fd, int) else None
-    if file is None:
-        return -errno.EBADF
-    proc.files.cloexec.discard(fd)
-    fput(file)
-    return 0
-
-
-@kernel_function("ksys_dup", file="fs/file.c")
-def sys_dup(proc: Process, oldfd: int, minfd: int = 0, cloexec: bool = False) -> int:
-    file = fdget(proc, oldfd)
-    if file is None:
-        return -errno.EBADF
-    fd = minfd
-    while fd in proc.files.fds or fd in proc.files.reserved:
-        fd += 1
-    if fd >= NR_OPEN_DEFAULT:
-        return -errno.EMFILE
-    proc.files.reserved[fd] = cloexec
-    fd_install(proc, fd, get_file(file))
-    return fd
+sys_close = close_fd  # the fd half of close(2) (fs/file.c)
+sys_dup = ksys_dup  # dup(2), F_DUPFD (fs/file.c)
 
 
 # -- mmap family --------------------------------------------------------------------
@@ -270,53 +243,12 @@ def ksys_mmap_pgoff(
 def vm_mmap_pgoff(
     proc: Process, file: File | None, addr: int, length: int, prot: int, flags: int, pgoff: int
 ) -> int:
-    from .lockdep import held
-
     with held(proc.kernel, "mmap_lock"):  # mmap_write_lock_killable
-        ret = proc.mm.do_mmap(file, addr, length, prot, flags, pgoff)
+        ret = do_mmap(proc.mm, file, addr, length, prot, flags, pgoff)
     # do_mmap's *populate: VM_LOCKED (from MAP_LOCKED) or MAP_POPULATE without NONBLOCK
     if ret >= 0 and (flags & MAP_LOCKED or (flags & (MAP_POPULATE | MAP_NONBLOCK)) == MAP_POPULATE):
         mm_populate(proc, ret, length)
     return ret
-
-
-@kernel_function("__mm_populate", file="mm/gup.c")
-def mm_populate(proc: Process, start: int, length: int) -> None:
-    """``MAP_POPULATE``: fault every page in now; errors are ignored, as in the kernel.
-
-    A fault that fails (``VM_FAULT_OOM``, ``VM_FAULT_SIGBUS``...) ends the work on
-    that vma: ``populate_vma_page_range`` returns the error and ``__mm_populate``,
-    ignoring it, continues at the next vma."""
-    from .errors import Signal
-    from .mm.memory import handle_mm_fault
-    from .mm.page_alloc import PAGE_ALIGN, PAGE_SIZE
-    from .mm.pgtable import pte_write
-    from .mm.vma import FAULT_FLAG_WRITE, VM_FAULT_ERROR, VM_IO, VM_PFNMAP, VM_SHARED, VM_WRITE
-
-    end = start + PAGE_ALIGN(length)
-    mm = proc.mm
-    addr = start
-    while addr < end:
-        vma = mm.vma_lookup(addr)
-        if vma is None:
-            addr += PAGE_SIZE
-            continue
-        if vma.vm_flags & (VM_IO | VM_PFNMAP):
-            # __mm_populate skips VM_IO|VM_PFNMAP vmas (GUP's check_vma_flags refuses them)
-            addr = vma.vm_end
-            continue
-        # populate_vma_page_range: write-fault private writable mappings to break
-        # COW; shared ones are only read-faulted ("would not want to dirty them")
-        write = (vma.vm_flags & (VM_WRITE | VM_SHARED)) == VM_WRITE
-        pte = mm.pgtable.get(addr >> PAGE_SHIFT)
-        if pte is None or (write and not pte_write(pte)):
-            ret = VM_FAULT_ERROR
-            with contextlib.suppress(Signal):
-                ret = handle_mm_fault(vma, addr, FAULT_FLAG_WRITE if write else 0)
-            if ret & VM_FAULT_ERROR:
-                addr = vma.vm_end
-                continue
-        addr += PAGE_SIZE
 
 
 # -- generic file syscalls ----------------------------------------------------------
@@ -424,7 +356,6 @@ def sys_ioctl(proc: Process, fd: int, cmd: int, arg: Any) -> int:
         return 0
     if cmd == FIONBIO:
         # ioctl_fionbio: get_user(on, (int __user *)argp) — the argument is a pointer
-        from .uaccess import get_user_int
 
         on = get_user_int(proc.kernel, arg)
         if on is None:
@@ -468,9 +399,6 @@ def do_sys_poll(proc: Process, ufds: list[list[int]], end_time: int | None) -> i
     otherwise sleep until the next event (a fence signalling, a timer) or the deadline,
     then scan again.  A zero timeout scans once.  Simplified: no poll slack.
     """
-    from .errors import ERESTART_RESTARTBLOCK
-    from .wait import WaitStatus, wait_event
-
     if len(ufds) > NR_OPEN_DEFAULT:
         return -errno.EINVAL  # nfds > rlimit(RLIMIT_NOFILE)
     kernel = proc.kernel
@@ -514,45 +442,39 @@ def sys_poll(proc: Process, fd: int, events: int) -> int:
 
 @kernel_function("do_fcntl", file="fs/fcntl.c")
 def sys_fcntl(proc: Process, fd: int, cmd: int, arg: int) -> int:
-    import fcntl as _fcntl
-
     file = fdget(proc, fd)
     if file is None:
         return -errno.EBADF
-    if cmd == _fcntl.F_GETFL:
+    if cmd == F_GETFL:
         return file.f_flags
-    if cmd == _fcntl.F_SETFL:
+    if cmd == F_SETFL:
         settable = os.O_APPEND | os.O_NONBLOCK | os.O_ASYNC | os.O_DIRECT | os.O_NOATIME
         file.f_flags = (file.f_flags & ~settable) | (arg & settable)
         return 0
-    if cmd == _fcntl.F_GETFD:
-        return _fcntl.FD_CLOEXEC if fd in proc.files.cloexec else 0
-    if cmd == _fcntl.F_SETFD:
-        if arg & _fcntl.FD_CLOEXEC:
+    if cmd == F_GETFD:
+        return FD_CLOEXEC if fd in proc.files.cloexec else 0
+    if cmd == F_SETFD:
+        if arg & FD_CLOEXEC:
             proc.files.cloexec.add(fd)
         else:
             proc.files.cloexec.discard(fd)
         return 0
-    if cmd in (_fcntl.F_DUPFD, getattr(_fcntl, "F_DUPFD_CLOEXEC", 1030)):
+    if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
         if arg < 0 or arg >= NR_OPEN_DEFAULT:
             return -errno.EINVAL
-        return sys_dup(proc, fd, arg, cmd != _fcntl.F_DUPFD)
+        return ksys_dup(proc, fd, arg, cmd != F_DUPFD)
     if cmd in (F_ADD_SEALS, F_GET_SEALS):
-        from .mm.shmem import memfd_fcntl
-
         return memfd_fcntl(file, cmd, arg)
     return -errno.EINVAL
 
 
 @kernel_function("__vm_munmap", file="mm/mmap.c")
 def sys_munmap(proc: Process, addr: int, length: int) -> int:
-    return proc.mm.do_munmap(addr, length)
+    return do_munmap(proc.mm, addr, length)
 
 
 @kernel_function("__x64_sys_mprotect", file="mm/mprotect.c")
 def sys_mprotect(proc: Process, addr: int, length: int, prot: int) -> int:
-    from .mm.mprotect import do_mprotect_pkey
-
     return do_mprotect_pkey(proc.mm, addr, length, prot)
 
 
@@ -560,16 +482,13 @@ def sys_mprotect(proc: Process, addr: int, length: int, prot: int) -> int:
 def sys_mremap(
     proc: Process, addr: int, old_len: int, new_len: int, flags: int, new_addr: int
 ) -> int:
-    from .mm.mremap import do_mremap
-
     return do_mremap(proc.mm, addr, old_len, new_len, flags, new_addr)
 
 
 @kernel_function("kernel_clone", file="kernel/fork.c")
 def sys_fork(proc: Process) -> Process:
     """``fork``: copy the fd table (a reference per file) and the address space."""
-    from .mm.fork import dup_mmap
-    from .process import Process as _Process
+    from .process import Process as _Process  # noqa: PLC0415  # cycle: process.py calls these syscalls; fork makes a Process
 
     kernel = proc.kernel
     child = _Process(kernel, kernel._new_pid(), proc.comm)
@@ -586,7 +505,7 @@ def sys_exit(proc: Process) -> int:
     for fd in sorted(proc.files.fds):
         fput(proc.files.fds.pop(fd))
     proc.files.cloexec.clear()
-    proc.mm.exit_mmap()
+    exit_mmap(proc.mm)
     return 0
 
 

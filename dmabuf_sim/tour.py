@@ -26,11 +26,31 @@ from typing import Any, TextIO
 
 from attrs import define, field
 
+from .coherency import CoherencyChecker
+from .device import DMA_BIDIRECTIONAL, Device
+from .dma_buf import (
+    dma_buf_attach,
+    dma_buf_detach,
+    dma_buf_get,
+    dma_buf_map_attachment_unlocked,
+    dma_buf_put,
+    dma_buf_unmap_attachment_unlocked,
+)
+from .dma_buf.core import dma_buf_export, dma_buf_fd
+from .dma_buf.dma_fence import DmaFence
+from .dma_buf.dma_resv import DmaResvUsage
+from .dma_buf.mmap import dma_buf_mmap
 from .errors import KernelOops, Signal
+from .exporters.drm_gem import drm_vma_node_offset_addr
+from .exporters.registry import EXPORTERS
+from .exporters.teaching import SimpleBuffer, SimpleExporter
+from .fs import FileOperations
 from .kernel import Kernel
 from .spec import DEFAULT_SPEC, SPECS, Spec, get_spec
 from .stepview import Frame, Recorder, RunView, Walkthrough
+from .stories import STORIES
 from .trace import NOTRACE, TraceEvent, format_function_graph, hide_harness, hide_plumbing
+from .uapi import DMA_BUF_IOCTL_SYNC, DRM_IOCTL_PRIME_FD_TO_HANDLE, DmaBufSync, DrmPrimeHandle
 
 __all__ = ["NOTRACE", "Step", "run_tour", "tour_steps", "tour_walkthrough"]
 
@@ -122,8 +142,6 @@ class Step:
 
 def _exporter_for(t: Tour, preferred: str = "system_heap") -> str:
     """``preferred`` where the kernel has it, else the kernel-side ``simple`` exporter (said)."""
-    from .exporters.registry import EXPORTERS
-
     if EXPORTERS[preferred].available(t.s) is None:
         return preferred
     t.say(
@@ -137,16 +155,11 @@ _LABEL = {"system_heap": "system heap", "simple": "simple exporter"}
 
 
 def _buffer_fd(proc: Any, pages: int, exporter: str) -> int:
-    from .exporters.registry import EXPORTERS
-
     return EXPORTERS[exporter].make_fd(proc, pages * PAGE, os.O_RDWR | os.O_CLOEXEC)
 
 
 def _kernel_side_fd(k: Kernel, proc: Any, pages: int) -> int:
     """A buffer exported in the kernel and installed as an fd, on any spec (3.4 included)."""
-    from .dma_buf.core import dma_buf_export, dma_buf_fd
-    from .exporters.teaching import SimpleBuffer, SimpleExporter
-
     buf = SimpleBuffer(k.mem.alloc_contig(pages), pages)
     with k.running(proc):
         dmabuf = dma_buf_export(k, buf, SimpleExporter(), pages * PAGE, os.O_RDWR)
@@ -154,16 +167,6 @@ def _kernel_side_fd(k: Kernel, proc: Any, pages: int) -> int:
 
 
 def _device_job(kernel: Kernel, proc: Any, fd: int, dev: Any, fn: Callable[[Any], Any]) -> Any:
-    from .device import DMA_BIDIRECTIONAL
-    from .dma_buf import (
-        dma_buf_attach,
-        dma_buf_detach,
-        dma_buf_get,
-        dma_buf_map_attachment_unlocked,
-        dma_buf_put,
-        dma_buf_unmap_attachment_unlocked,
-    )
-
     with kernel.running(proc):
         dmabuf = dma_buf_get(kernel, fd)
     attach = dma_buf_attach(dmabuf, dev)
@@ -176,8 +179,6 @@ def _device_job(kernel: Kernel, proc: Any, fd: int, dev: Any, fn: Callable[[Any]
 
 
 def _sync(proc: Any, fd: int, flags: int) -> None:
-    from .uapi import DMA_BUF_IOCTL_SYNC, DmaBufSync
-
     proc.ioctl(fd, DMA_BUF_IOCTL_SYNC, DmaBufSync(flags))
 
 
@@ -239,8 +240,6 @@ def step_mmap(t: Tour) -> None:
 
 
 def step_cpu_fallback(t: Tour) -> None:
-    from .device import Device
-
     t.require_mmap()
     exporter = _exporter_for(t)
     k = t.kernel()
@@ -270,8 +269,6 @@ def step_importer(t: Tour) -> None:
     p = k.spawn("gl-app")
     fd = _buffer_fd(p, 2, exporter)
     if "vgem" in k.drivers and k.spec.vgem_shmem_helpers:
-        from .uapi import DRM_IOCTL_PRIME_FD_TO_HANDLE, DrmPrimeHandle
-
         card = p.open("/dev/dri/card0", os.O_RDWR)
         prime = DrmPrimeHandle(fd=fd)
         p.ioctl(card, DRM_IOCTL_PRIME_FD_TO_HANDLE, prime)
@@ -306,10 +303,6 @@ def step_importer(t: Tour) -> None:
 
 def _minimal_importer(k: Kernel, p: Any, fd: int) -> int:
     """A character device whose mmap forwards to the dma-buf ``fd`` refers to."""
-    from .dma_buf.core import dma_buf_get
-    from .dma_buf.mmap import dma_buf_mmap
-    from .fs import FileOperations
-
     with k.running(p):
         dmabuf = dma_buf_get(k, fd)
     k.register_chrdev(
@@ -321,15 +314,11 @@ def _minimal_importer(k: Kernel, p: Any, fd: int) -> int:
 def _vgem_offset(k: Kernel, p: Any, card: int, handle: int) -> int:
     """The imported object's fake mmap offset.  vgem has no ioctl for it (MAP_DUMB refuses
     imports); drivers like panfrost return it from their MMAP_BO ioctl."""
-    from .exporters.drm_gem import drm_vma_node_offset_addr
-
     obj = p.file(card).private_data.object_idr[handle]
     return drm_vma_node_offset_addr(obj.vma_node)
 
 
 def step_shootdown(t: Tour) -> None:
-    from .device import Device
-
     t.require_mmap()
     k = t.kernel()
     p = k.spawn("app")
@@ -359,8 +348,6 @@ def step_shootdown(t: Tour) -> None:
 
 
 def step_own_file(t: Tour) -> None:
-    from .stories import STORIES
-
     story = STORIES["shared-inode"]
     t.require_mmap()
     contrast = "v6.12" if not t.s.per_buffer_inode else "v3.5"
@@ -378,9 +365,6 @@ def step_own_file(t: Tour) -> None:
 
 
 def step_no_fault_sync(t: Tour) -> None:
-    from .dma_buf.dma_fence import DmaFence
-    from .dma_buf.dma_resv import DmaResvUsage
-
     t.require_mmap()
     for name in ("simple", "waits_in_fault"):
         k = t.kernel()
@@ -411,10 +395,6 @@ def step_no_fault_sync(t: Tour) -> None:
 
 
 def step_sync_ioctl(t: Tour) -> None:
-    from .coherency import CoherencyChecker
-    from .device import DMA_BIDIRECTIONAL, Device
-    from .dma_buf import dma_buf_attach, dma_buf_get, dma_buf_map_attachment_unlocked
-
     t.require_mmap()
     contrast = "v6.12" if not t.s.has_sync_ioctl else "v3.5"
     for spec, label in ((t.spec, ""), (contrast, ", for contrast")):

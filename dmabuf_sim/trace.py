@@ -81,10 +81,32 @@ class KernelFunctionInfo:
     doc: str
     returns: str = ""
     """The C return type where the trace shows it symbolically: ``vm_fault_t``."""
+    module: str = ""
+    """The Python module that defines it (``qualname`` is its name there)."""
+
+    @property
+    def python_location(self) -> str:
+        """Where the twin lives in this package: ``dmabuf_sim/mm/mmap.py:do_mmap``."""
+        return f"{self.module.replace('.', '/')}.py:{self.qualname}"
 
 
 KERNEL_FUNCTIONS: dict[str, KernelFunctionInfo] = {}
-"""Registry of every simulated kernel function by C name (static code metadata)."""
+"""Registry of every simulated kernel function by C name (static code metadata).
+
+The key is the C name, except where two eras of the kernel keep a function of the
+same name in different files (``dma_buf_release``): the older twin is registered
+under its own ``key`` (see :func:`kernel_function`), so both are listed."""
+
+
+def _register(key: str, info: KernelFunctionInfo) -> None:
+    """Add ``info`` under ``key``; a second function under the same key is a mistake."""
+    old = KERNEL_FUNCTIONS.get(key)
+    if old is not None and (old.module, old.qualname) != (info.module, info.qualname):
+        raise ValueError(
+            f"kernel function {key!r} is already registered by {old.python_location};"
+            f" give {info.python_location} its own key= (the same C name in another era)"
+        )
+    KERNEL_FUNCTIONS[key] = info
 
 
 @define(slots=True)
@@ -264,9 +286,16 @@ class Tracer:
 
 
 def kernel_function(
-    name: str | None = None, *, file: str
+    name: str | None = None, *, file: str, key: str | None = None, hide_first: bool = False
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Declare a simulated kernel function: registry entry plus tracing.
+
+    ``name`` is the C name the trace shows (default: the Python name).  ``key`` is
+    the registry key when it must differ from ``name``: only for a function the
+    kernel kept under the same C name in another file in another era; the
+    registry refuses two functions under one key.  ``hide_first`` leaves the first
+    argument out of the trace, as it is for a method's ``self``: the ``mm`` of the
+    mm entry points (``do_mmap`` works on ``current->mm``).
 
     The owning :class:`~dmabuf_sim.kernel.Kernel` is found as ``.kernel`` of
     the first positional argument that has one (every kernel object does).
@@ -276,10 +305,16 @@ def kernel_function(
 
     def deco(fn: Callable[P, R]) -> Callable[P, R]:
         cname = name or fn.__name__
-        skip = 1 if _is_method(fn) else 0  # don't print `self`
-        KERNEL_FUNCTIONS[cname] = KernelFunctionInfo(
-            cname, file, fn.__qualname__, (fn.__doc__ or "").strip(), _returns(cname, fn, skip)
+        skip = 1 if hide_first or _is_method(fn) else 0  # don't print `self`
+        info = KernelFunctionInfo(
+            cname,
+            file,
+            fn.__qualname__,
+            (fn.__doc__ or "").strip(),
+            _returns(cname, fn, skip),
+            fn.__module__,
         )
+        _register(key or cname, info)
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -331,7 +366,7 @@ def _returns(cname: str, fn: Callable[..., Any], skip: int) -> str:
 
 def vm_fault_name(value: int) -> str:
     """A ``vm_fault_t`` as the kernel's names: ``0x100`` → ``VM_FAULT_NOPAGE``."""
-    from .mm import vma  # mm.vma declares kernel functions: importing it here would cycle
+    from .mm import vma  # noqa: PLC0415  # cycle: mm.vma imports page_alloc, which imports trace
 
     if value == 0:
         return "0"

@@ -32,6 +32,7 @@ from __future__ import annotations
 import struct as _struct
 from typing import Any, ClassVar, Self
 
+import attrs
 from attrs import Attribute, Converter, define, field
 
 __all__ = [
@@ -54,8 +55,15 @@ __all__ = [
     "DRM_IOCTL_MODE_MAP_DUMB",
     "DRM_IOCTL_PRIME_FD_TO_HANDLE",
     "DRM_IOCTL_PRIME_HANDLE_TO_FD",
+    "FD_CLOEXEC",
     "F_ADD_SEALS",
+    "F_DUPFD",
+    "F_DUPFD_CLOEXEC",
+    "F_GETFD",
+    "F_GETFL",
     "F_GET_SEALS",
+    "F_SETFD",
+    "F_SETFL",
     "UDMABUF_CREATE",
     "UDMABUF_CREATE_LIST",
     "_IO",
@@ -135,8 +143,6 @@ class UapiStruct:
         return _struct.calcsize(cls._fmt)
 
     def pack(self) -> bytes:
-        import attrs
-
         return _struct.pack(self._fmt, *attrs.astuple(self))  # type: ignore[arg-type]
 
     @classmethod
@@ -145,8 +151,6 @@ class UapiStruct:
 
     def update_from(self, other: Any) -> None:
         """Write the kernel's copy back into the caller's object (``copy_to_user``)."""
-        import attrs
-
         for f in attrs.fields(type(self)):  # type: ignore[arg-type]
             setattr(self, f.name, getattr(other, f.name))
 
@@ -319,7 +323,14 @@ DRM_IOCTL_MODE_CREATE_DUMB = _IOWR(DRM_IOCTL_BASE, 0xB2, DrmModeCreateDumb.sizeo
 DRM_IOCTL_MODE_MAP_DUMB = _IOWR(DRM_IOCTL_BASE, 0xB3, DrmModeMapDumb.sizeof())
 
 # -- include/uapi/linux/fcntl.h, poll.h, fs.h -------------------------------------
+F_DUPFD = 0  # include/uapi/asm-generic/fcntl.h
+F_GETFD = 1
+F_SETFD = 2
+F_GETFL = 3
+F_SETFL = 4
+FD_CLOEXEC = 1
 F_LINUX_SPECIFIC_BASE = 1024
+F_DUPFD_CLOEXEC = F_LINUX_SPECIFIC_BASE + 6
 F_ADD_SEALS = F_LINUX_SPECIFIC_BASE + 9
 F_GET_SEALS = F_LINUX_SPECIFIC_BASE + 10
 POLLIN = 0x0001

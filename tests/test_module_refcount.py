@@ -28,7 +28,7 @@ from dmabuf_sim.dma_buf import (
     dma_buf_get,
     dma_buf_put,
 )
-from dmabuf_sim.errors import KernelError
+from dmabuf_sim.errors import KernelError, TaskHung
 from dmabuf_sim.fs import FileOperations
 from dmabuf_sim.mm.memory import remap_pfn_range
 from dmabuf_sim.module import Module, load_module, request_module
@@ -214,8 +214,6 @@ def test_before_3_13_rmmod_without_o_nonblock_sleeps_until_the_last_reference() 
     """delete_module_never_waits=False: without O_NONBLOCK the caller sleeps
     (uninterruptibly) until the count drains — here an event closes the fd at 7 ms; with
     O_NONBLOCK it fails EWOULDBLOCK; if nothing will ever drop the reference it hangs."""
-    from dmabuf_sim.errors import TaskHung
-
     k = Kernel(SPECS["v3.5"])
     p = k.spawn("rmmod")
     holder = k.spawn("app")

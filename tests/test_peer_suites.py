@@ -8,10 +8,14 @@ Every wait runs on the virtual clock, so "10 seconds" takes no wall-clock time.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
 import mmap
 import os
+import re
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +24,7 @@ from dmabuf_sim.device import DMA_BIDIRECTIONAL, Device
 from dmabuf_sim.dma_buf import dma_buf_attach, dma_buf_get, dma_buf_map_attachment_unlocked
 from dmabuf_sim.dma_buf.device_jobs import device_job_after
 from dmabuf_sim.dma_buf.dma_resv import DmaResvUsage
+from dmabuf_sim.dma_buf.sw_sync import sync_timeline_signal
 from dmabuf_sim.module import request_module
 from dmabuf_sim.process import Process
 from dmabuf_sim.uapi import (
@@ -407,8 +412,6 @@ def test_sw_sync_wait_with_timeout_big_steps_and_wrap(spec: str) -> None:
 
 def timeline_inc_kernel(p: Process, tl: int, count: int) -> None:
     """An event standing for another thread's SW_SYNC_IOC_INC."""
-    from dmabuf_sim.dma_buf.sw_sync import sync_timeline_signal
-
     sync_timeline_signal(p.file(tl).private_data, count)
 
 
@@ -443,11 +446,6 @@ def test_sync_file_info_lists_the_fences_of_an_exported_array(spec: str) -> None
 
 def test_readme_time_waits_and_modules_snippet_prints_what_it_shows() -> None:
     """The README's "Time, waits and modules" snippet runs as printed and prints its output."""
-    import contextlib
-    import io
-    import re
-    from pathlib import Path
-
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("## Time, waits and modules") :]
     code, shown = re.findall(r"```(?:python|text)\n(.*?)```", section, re.S)[:2]

@@ -11,6 +11,8 @@ import ast
 import errno
 import importlib.util
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -319,10 +321,6 @@ def test_every_cited_rule_id_exists() -> None:
 
 def test_coverage_page_is_up_to_date() -> None:
     """docs/coverage.md is generated from the @kernel_function registry."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.run(  # noqa: PLW1510 - the exit code is asserted
         [sys.executable, "scripts/gen_coverage.py", "--check"],

@@ -15,7 +15,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from dmabuf_sim import Kernel, stepview
+from dmabuf_sim import Kernel, narrate, stepview, strace, trace
 from dmabuf_sim.exporters.registry import EXPORTERS
 from dmabuf_sim.picture import snapshot_graph
 from dmabuf_sim.picture.state import GraphIds
@@ -23,6 +23,7 @@ from dmabuf_sim.runs import run_named, suggest_exporter
 from dmabuf_sim.spec import DEFAULT_SPEC, SPECS
 from dmabuf_sim.stepview import Recorder, walkthrough
 from dmabuf_sim.tour import tour_steps, tour_walkthrough
+from dmabuf_sim.uapi import DMA_BUF_IOCTL_SYNC, DmaBufSync
 
 PAGE = 4096
 RW = mmap.PROT_READ | mmap.PROT_WRITE
@@ -195,9 +196,6 @@ def _literal_lines(doc: str, which: int = 0) -> list[str]:
 
 
 def test_docstring_examples_are_what_the_code_prints() -> None:
-    from dmabuf_sim import narrate, strace, trace
-    from dmabuf_sim.uapi import DMA_BUF_IOCTL_SYNC, DmaBufSync
-
     _k, rec, addr = recorded()
     assert addr == 0x7EFFFFFFE000
     narrations = [rec.frames[2].narration, rec.frames[3].narration]

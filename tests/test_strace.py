@@ -13,6 +13,14 @@ import os
 import pytest
 
 from dmabuf_sim import Kernel, strace
+from dmabuf_sim.conformance.scenarios import SCENARIOS, Harness
+from dmabuf_sim.device import DMA_BIDIRECTIONAL, Device
+from dmabuf_sim.dma_buf import (
+    dma_buf_attach,
+    dma_buf_detach,
+    dma_buf_map_attachment_unlocked,
+    dma_buf_unmap_attachment_unlocked,
+)
 from dmabuf_sim.exporters.registry import EXPORTERS
 from dmabuf_sim.trace import (
     TraceEvent,
@@ -158,15 +166,6 @@ def test_vm_fault_codes_are_named_not_numbered() -> None:
 
 def test_harness_probe_calls_are_hidden_on_request() -> None:
     """Calls made through a harness device (kit-probe) are hidden; the story's own stay."""
-    from dmabuf_sim.conformance.scenarios import SCENARIOS, Harness
-    from dmabuf_sim.device import DMA_BIDIRECTIONAL, Device
-    from dmabuf_sim.dma_buf import (
-        dma_buf_attach,
-        dma_buf_detach,
-        dma_buf_map_attachment_unlocked,
-        dma_buf_unmap_attachment_unlocked,
-    )
-
     h = Harness.create(EXPORTERS["system_heap"], "v6.12")
     h.kernel.tracer.enabled = True
     SCENARIOS["round-trip"](h)

@@ -45,7 +45,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-from ..errors import UsageError
+from ..dma_buf.core import DmaBuf, dma_buf_fd
+from ..errors import KernelError, UsageError, os_error
 from ..exporters.registry import EXPORTERS, Capabilities, ExporterInfo
 from ..spec import DEFAULT_SPEC, Spec, get_spec
 from .budget import DEEP, DEFAULT_EXAMPLES, DEFAULT_STEPS
@@ -53,6 +54,7 @@ from .explore import Recorder, generate
 from .machine import DmaBufMachine, KitError, make_machine
 from .program import Failure, Program, check_replays, replay, reproducer, shrink, simplify
 from .programs import PROGRAMS
+from .rules import RULES
 from .sanitizers import Finding, RuleViolation
 from .scenarios import run_scenario
 
@@ -114,8 +116,6 @@ class KitResult:
 
 
 def _statement(rule_id: str) -> str:
-    from .rules import RULES
-
     found = RULES.get(rule_id)
     return found.statement if found is not None else ""
 
@@ -309,9 +309,6 @@ def _user_available(spec: Spec) -> str | None:
 
 def _user_make_fd(factory: Callable[[Any, int, int], Any], name: str) -> Callable[..., int]:
     def make(proc: Any, size: int, flags: int) -> int:
-        from ..dma_buf.core import DmaBuf, dma_buf_fd
-        from ..errors import KernelError, os_error
-
         kernel = proc.kernel
         with kernel.running(proc):
             try:

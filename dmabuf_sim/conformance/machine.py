@@ -59,6 +59,7 @@ import functools
 import mmap as _mmap
 import os
 import re
+import signal
 import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -80,11 +81,14 @@ from ..dma_buf.core import DmaBuf, IosysMap, dma_buf_get, dma_buf_put
 from ..dma_buf.dma_fence import DmaFence
 from ..dma_buf.dma_resv import DmaResvUsage
 from ..errors import KernelError, KernelOops, Signal, UsageError, errname
+from ..exporters.drm_gem import drm_vma_node_offset_addr
+from ..exporters.registry import ExporterInfo
 from ..kernel import Kernel
 from ..mm.mmap import MAP_FIXED
 from ..mm.page_alloc import PAGE_SHIFT, PAGE_SIZE
 from ..mm.vmalloc import KernelMapping
 from ..module import Module, find_module, register_module_file, request_module
+from ..spec import get_spec
 from ..uapi import (
     DMA_BUF_IOCTL_SYNC,
     DMA_BUF_SYNC_END,
@@ -92,7 +96,9 @@ from ..uapi import (
     DMA_BUF_SYNC_RW,
     DMA_BUF_SYNC_START,
     DMA_BUF_SYNC_WRITE,
+    DRM_IOCTL_PRIME_FD_TO_HANDLE,
     DmaBufSync,
+    DrmPrimeHandle,
 )
 from .model import AttRef, Bracket, BufRef, ChildRef, MapRef, VmapRef
 from .sanitizers import Finding, RuleViolation, World, check_released
@@ -173,6 +179,13 @@ def _step(fn: Callable[..., T]) -> Callable[..., T]:
         return result
 
     return wrapper
+
+
+def _kmapped(vaddr: KernelMapping | None) -> KernelMapping:
+    """What a kernel caller of ``dma_buf_kmap`` does with the address: use it."""
+    if vaddr is None:
+        raise KernelOops("dma_buf_kmap", "ops->kmap returned NULL and the caller dereferenced it")
+    return vaddr
 
 
 def _note(err: BaseException, call: str) -> None:
@@ -776,7 +789,7 @@ class DmaBufMachine:
         vma = p.mm.vma_lookup(sig.addr)
         page = (sig.addr - m.addr) >> PAGE_SHIFT
         where = f"page {page} of {m} (buffer page {m.first_page + page}, inside the buffer)"
-        if sig.signo == 7:
+        if sig.signo == signal.SIGBUS:
             if vma is not None and vma.vm_ops is not None and vma.vm_ops.fault is not None:
                 return "R34", f"{sig} on {where}: the fault handler refused a page of the buffer"
             return (
@@ -892,7 +905,7 @@ class DmaBufMachine:
         self._kernel_bracket(buf, True)
         dmabuf = buf.tracked.dmabuf
         for page, off, pos, chunk in self._kmap_pieces(buf, offset, len(data)):
-            vaddr = dma_buf_kmap(dmabuf, page)
+            vaddr = _kmapped(dma_buf_kmap(dmabuf, page))
             vaddr.write(off, data[pos : pos + chunk])
             dma_buf_kunmap(dmabuf, page, vaddr)
         whole = buf.bracket is not None and buf.bracket.direction == "rw"
@@ -907,7 +920,7 @@ class DmaBufMachine:
         dmabuf = buf.tracked.dmabuf
         got = b""
         for page, off, _pos, chunk in self._kmap_pieces(buf, offset, n):
-            vaddr = dma_buf_kmap(dmabuf, page)
+            vaddr = _kmapped(dma_buf_kmap(dmabuf, page))
             got += vaddr.read(off, chunk)
             dma_buf_kunmap(dmabuf, page, vaddr)
         if self.cpu_view_definite(buf):
@@ -1086,9 +1099,6 @@ class DmaBufMachine:
     @_step
     def import_mmap(self, buf: BufRef, pages: int) -> MapRef | None:
         """Import ``buf`` into vgem and mmap the GEM object through the DRM fd (R22, SEED)."""
-        from ..exporters.drm_gem import drm_vma_node_offset_addr
-        from ..uapi import DRM_IOCTL_PRIME_FD_TO_HANDLE, DrmPrimeHandle
-
         spec = self.kernel.spec
         self._require("vgem" in self.kernel.drivers, f"spec {spec.name} has no vgem importer")
         self._require(
@@ -1255,9 +1265,7 @@ def make_machine(exporter: Any, spec: str, *, target: str = "") -> type[DmaBufMa
     takes: a registered name, ``"module:attr"`` or ``"path/file.py:attr"``, an
     exporter class, object or factory, or an ``ExporterInfo``.
     """
-    from ..exporters.registry import ExporterInfo
-    from ..spec import get_spec
-    from .kit import reproducer_target, resolve_exporter
+    from .kit import reproducer_target, resolve_exporter  # noqa: PLC0415  # cycle: kit.py drives this machine
 
     spec_name = get_spec(spec).name
     info = exporter if isinstance(exporter, ExporterInfo) else resolve_exporter(exporter)

@@ -12,17 +12,43 @@ findings that say why ("SAN-STALE-READ violated: stale read at pa ...").
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
+import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from attrs import define, field, frozen
 
-from ..device import DMA_BIDIRECTIONAL, Device
+from ..device import DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE, Device
+from ..dma_buf.access import (
+    dma_buf_attach,
+    dma_buf_begin_cpu_access,
+    dma_buf_detach,
+    dma_buf_end_cpu_access,
+    dma_buf_map_attachment_unlocked,
+    dma_buf_unmap_attachment_unlocked,
+)
+from ..dma_buf.core import DmaBuf
+from ..dma_buf.dma_fence import DmaFence
+from ..dma_buf.dma_resv import DmaResvUsage
 from ..errors import KernelOops, Signal
+from ..exporters.drm_gem import drm_vma_node_offset_addr
 from ..kernel import Kernel
 from ..spec import Spec, get_spec
+from ..uapi import (
+    DMA_BUF_IOCTL_SYNC,
+    DMA_BUF_SYNC_END,
+    DMA_BUF_SYNC_READ,
+    DMA_BUF_SYNC_RW,
+    DMA_BUF_SYNC_START,
+    DRM_IOCTL_GEM_CLOSE,
+    DRM_IOCTL_PRIME_FD_TO_HANDLE,
+    DmaBufSync,
+    DrmGemClose,
+    DrmPrimeHandle,
+)
 from .sanitizers import ALL_CHECKS, Finding, TrackedBuffer, World, check_released
 
 if TYPE_CHECKING:
@@ -84,8 +110,6 @@ class Harness:
     # -- buffers -------------------------------------------------------------------
     def buffer(self, pages: int, proc: Process | None = None) -> tuple[int, TrackedBuffer]:
         """A new buffer of ``pages`` pages: its fd in ``proc`` and its tracking record."""
-        from ..dma_buf.core import DmaBuf
-
         proc = proc or self.proc
         fd = self.exporter.make_fd(proc, pages * PAGE, os.O_RDWR | os.O_CLOEXEC)
         dmabuf = proc.file(fd).private_data
@@ -110,17 +134,6 @@ class Harness:
     # -- the sync protocol ---------------------------------------------------------------
     def sync(self, proc: Process, fd: int, buf: TrackedBuffer, *, start: bool, write: bool) -> None:
         """Bracket CPU access: DMA_BUF_IOCTL_SYNC, or begin/end_cpu_access on old specs."""
-        from ..device import DMA_FROM_DEVICE, DMA_TO_DEVICE
-        from ..dma_buf.access import dma_buf_begin_cpu_access, dma_buf_end_cpu_access
-        from ..uapi import (
-            DMA_BUF_IOCTL_SYNC,
-            DMA_BUF_SYNC_END,
-            DMA_BUF_SYNC_READ,
-            DMA_BUF_SYNC_RW,
-            DMA_BUF_SYNC_START,
-            DmaBufSync,
-        )
-
         self.world.acting_on = buf
         try:
             if self.kernel.spec.has_sync_ioctl:
@@ -152,13 +165,6 @@ class Harness:
 
     def device_job(self, buf: TrackedBuffer, fn: Callable[[Any], Any]) -> Any:
         """attach → map (leaving the CPU domain) → ``fn(sgt)`` → unmap → detach."""
-        from ..dma_buf.access import (
-            dma_buf_attach,
-            dma_buf_detach,
-            dma_buf_map_attachment_unlocked,
-            dma_buf_unmap_attachment_unlocked,
-        )
-
         self.world.acting_on = buf
         try:
             attach = dma_buf_attach(buf.dmabuf, self.gpu)
@@ -227,7 +233,7 @@ def scenario_partial_munmap(h: Harness) -> None:
         h.proc.read_memory(addr + PAGE, 1)
         h.expect(False, "R32", "the unmapped middle page is still readable")
     except Signal as sig:
-        h.expect(sig.signo == 11, "R32", f"touching the hole gave {sig}, not SIGSEGV")
+        h.expect(sig.signo == signal.SIGSEGV, "R32", f"touching the hole gave {sig}, not SIGSEGV")
     ends = h.cpu_read(h.proc, fd, buf, addr, PAGE) + h.cpu_read(
         h.proc, fd, buf, addr + 2 * PAGE, PAGE
     )
@@ -260,13 +266,15 @@ def scenario_grow_past_end(h: Harness) -> None:
     try:
         new = h.proc.mremap(addr, 2 * PAGE, 3 * PAGE, 1)  # MREMAP_MAYMOVE
     except OSError as exc:
-        h.expect(exc.errno == 14, "R33", f"growth refused with errno {exc.errno}, not EFAULT")
+        h.expect(
+            exc.errno == errno.EFAULT, "R33", f"growth refused with errno {exc.errno}, not EFAULT"
+        )
         h.check()
         return
     try:
         h.proc.read_memory(new + 2 * PAGE, 1)
     except Signal as sig:
-        h.expect(sig.signo == 7, "R34", f"touching past the end gave {sig}, not SIGBUS")
+        h.expect(sig.signo == signal.SIGBUS, "R34", f"touching past the end gave {sig}, not SIGBUS")
     h.check()
 
 
@@ -295,9 +303,6 @@ def scenario_two_buffers(h: Harness) -> None:
 
 def scenario_no_wait_in_fault(h: Harness) -> None:
     """A fault never waits for the buffer's pending device work (R55)."""
-    from ..dma_buf.dma_fence import DmaFence
-    from ..dma_buf.dma_resv import DmaResvUsage
-
     fd, buf = h.buffer(2)
     if buf.dmabuf.resv is None:
         raise Skip("no dma_resv (implicit fences arrived in 3.17)")
@@ -315,14 +320,6 @@ def scenario_import_into_vgem(h: Harness) -> None:
     The importer forwards its mmap with dma_buf_mmap; data written through either
     mapping is seen through the other, and everything is released at the end.
     """
-    from ..exporters.drm_gem import drm_vma_node_offset_addr
-    from ..uapi import (
-        DRM_IOCTL_GEM_CLOSE,
-        DRM_IOCTL_PRIME_FD_TO_HANDLE,
-        DrmGemClose,
-        DrmPrimeHandle,
-    )
-
     if "vgem" not in h.kernel.drivers:
         raise Skip("no vgem importer on this spec")
     if not h.kernel.spec.drm_shmem_resv_locking:

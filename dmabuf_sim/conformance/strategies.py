@@ -18,6 +18,7 @@ import mmap as _mmap
 from attrs import frozen
 from hypothesis import strategies as st
 
+from ..exporters.registry import EXPORTERS
 from ..spec import SPECS
 
 __all__ = [
@@ -144,8 +145,6 @@ def spec_names(*, with_mmap: bool = True, include_rfc: bool = False) -> st.Searc
 
 def exporter_names(*, kind: str | None = "reference") -> st.SearchStrategy[str]:
     """Registered exporter names (``kind``: reference, teaching, or None for all)."""
-    from ..exporters.registry import EXPORTERS
-
     names = [n for n, e in EXPORTERS.items() if kind is None or e.kind == kind]
     if not names:
         raise ValueError(f"no exporter of kind {kind!r}; use reference, teaching or None")
@@ -160,8 +159,6 @@ def exporters_and_specs(
     >>> exporters_and_specs().example()                      # doctest: +SKIP
     ('udmabuf', 'v6.12')
     """
-    from ..exporters.registry import EXPORTERS
-
     pairs = [
         (name, spec_name)
         for name, info in EXPORTERS.items()

@@ -13,6 +13,7 @@ dma-buf, dma-heap, udmabuf and DRM numbers come from :mod:`dmabuf_sim.uapi`.
 from __future__ import annotations
 
 import errno as _errno
+import struct as _struct
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -212,8 +213,6 @@ def _layout(
     *,
     returns_fd: bool = False,
 ) -> IoctlStruct:
-    import struct as _struct
-
     fmt = cls._fmt
     fields: list[StructField] = []
     offset = 0

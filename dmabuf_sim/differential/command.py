@@ -8,6 +8,7 @@ script, QEMU or the kernel missing, a VM that never started).
 from __future__ import annotations
 
 import argparse
+import errno
 import re
 import shutil
 import sys
@@ -190,7 +191,9 @@ def _real(args: argparse.Namespace, script: Script, cache: Path, width: int, col
         spec = choice.spec
         if choice.note:
             notes.append(choice.note)
-    failed = [m["name"] for m in header.get("modules", []) if m.get("errno") not in (0, 17)]
+    failed = [
+        m["name"] for m in header.get("modules", []) if m.get("errno") not in (0, errno.EEXIST)
+    ]
     if failed:
         notes.append(f"modules that did not load: {', '.join(failed)} (see the console log)")
     absent = absent_devices(header)

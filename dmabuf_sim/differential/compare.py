@@ -18,6 +18,7 @@ from typing import Any
 
 from attrs import define, field, frozen
 
+from .. import __version__
 from .outcome import Outcome, RenderedLine, render_all
 from .releases import spec_for_release
 from .script import Script, parse_script
@@ -133,8 +134,6 @@ def write_record(
     accel: str = "",
 ) -> None:
     """Save a real kernel's raw answers (never the simulator's) as JSON lines."""
-    from .. import __version__
-
     rendered = render_all(script, outcomes)
     head = {
         "kind": "header",

@@ -23,8 +23,13 @@ from typing import Any
 
 from attrs import define, field
 
+from .. import uapi
+from ..conformance.scenarios import SCENARIOS, Harness, Skip
+from ..dma_buf.core import DmaBuf
+from ..exporters.registry import exporter as exporter_info
 from ..kernel import Kernel
 from ..process import Process
+from ..stories import STORIES
 from ..uapi import UapiStruct
 from .abi import CONSTANTS, IOCTL_STRUCTS
 from .outcome import cstring
@@ -54,6 +59,20 @@ RECORDED = (
     "exit",
     "fdinfo",
 )
+
+_FCNTL_NAMES = {
+    getattr(uapi, name): name
+    for name in (
+        "F_DUPFD",
+        "F_GETFD",
+        "F_SETFD",
+        "F_GETFL",
+        "F_SETFL",
+        "F_DUPFD_CLOEXEC",
+        "F_ADD_SEALS",
+        "F_GET_SEALS",
+    )
+}
 
 
 @define
@@ -286,13 +305,11 @@ class _Writer:
         elif name == "poll":
             text = f"poll({self.fd(pid, a[0])}, {_flags(a[1], 'poll')})"
         elif name == "fcntl":
-            cmds = {0: "F_DUPFD", 1: "F_GETFD", 2: "F_SETFD", 3: "F_GETFL", 4: "F_SETFL"}
-            cmds |= {1030: "F_DUPFD_CLOEXEC", 1033: "F_ADD_SEALS", 1034: "F_GET_SEALS"}
-            cmd = cmds.get(a[1], str(a[1]))
+            cmd = _FCNTL_NAMES.get(a[1], str(a[1]))
             arg = a[2] if len(a) > 2 else 0
-            arg_text = _flags(arg, "seal") if a[1] == 1033 else str(arg)
+            arg_text = _flags(arg, "seal") if a[1] == uapi.F_ADD_SEALS else str(arg)
             text = f"fcntl({self.fd(pid, a[0])}, {cmd}, {arg_text})"
-            if a[1] in (0, 1030) and ok:
+            if a[1] in (uapi.F_DUPFD, uapi.F_DUPFD_CLOEXEC) and ok:
                 bind = self.bind_fd(pid, c.result)
         elif name == "memfd_create":
             flags = _flags(a[1] if len(a) > 1 else 0, "memfd")
@@ -381,8 +398,6 @@ class _Writer:
         return name
 
     def stand_in_buffer(self, pid: int, fd: int, file: Any) -> None:
-        from ..dma_buf.core import DmaBuf
-
         dmabuf = getattr(file, "private_data", None)
         if not isinstance(dmabuf, DmaBuf):
             self.lines.append(f"# fd {fd} was opened kernel-side: not reproducible from userspace")
@@ -416,10 +431,6 @@ def export_run(calls: list[Recorded], title: str, *, stand_in: str = "system_hea
 
 def export_named(name: str, spec: str, exporter: str = "system_heap") -> str:
     """``dmabuf-sim scenarios run NAME --script``: a scenario or story as a script."""
-    from ..conformance.scenarios import SCENARIOS, Harness, Skip
-    from ..exporters.registry import exporter as exporter_info
-    from ..stories import STORIES
-
     stand_in = exporter if exporter in ("system_heap", "udmabuf", "vgem") else "system_heap"
     if name in STORIES:
         kernel = Kernel(spec)

@@ -16,16 +16,28 @@ export-time pin/unpin pairing check.
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ..device import DMA_BIDIRECTIONAL, DMA_TO_DEVICE, Device, DmaDataDirection, SgTable
 from ..errors import KernelError, KernelOops
 from ..trace import kernel_function
-from .core import DmaBuf, DmaBufAttachment, IosysMap, op
+from .core import (
+    AttachOp,
+    AttachOp3x,
+    DmaBuf,
+    DmaBufAttachment,
+    IosysMap,
+    VmapOp,
+    VmapOp35,
+    VunmapOp,
+    VunmapOp35,
+    op,
+)
 from .dma_resv import DmaResvUsage, dma_resv_usage_rw
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
+    from ..mm.vmalloc import KernelMapping
 
 __all__ = [
     "dma_buf_attach",
@@ -67,9 +79,9 @@ def dma_buf_attach(dmabuf: DmaBuf | None, dev: Device | None) -> DmaBufAttachmen
     attach_op = op(dmabuf.ops, "attach")
     if attach_op is not None:
         if dmabuf.kernel.spec.export_info_form:
-            ret = attach_op(dmabuf, attach)
+            ret = cast(AttachOp, attach_op)(dmabuf, attach)
         else:
-            ret = attach_op(dmabuf, dev, attach)
+            ret = cast(AttachOp3x, attach_op)(dmabuf, dev, attach)
         if ret:
             raise KernelError(-int(ret), "dma_buf_attach")
     dmabuf.attachments.append(attach)
@@ -85,6 +97,7 @@ def dma_buf_detach(dmabuf: DmaBuf | None, attach: DmaBufAttachment | None) -> No
         return
     if attach.sgt is not None:
         unmap = op(dmabuf.ops, "unmap_dma_buf")
+        assert unmap is not None and attach.dir is not None  # mandatory; set with the sgt
         unmap(attach, attach.sgt, attach.dir)
         attach.sgt = None
     if attach in dmabuf.attachments:
@@ -115,7 +128,9 @@ def dma_buf_map_attachment(attach: DmaBufAttachment | None, direction: DmaDataDi
         if attach.dir not in (direction, DMA_BIDIRECTIONAL):
             raise KernelError(errno.EBUSY, "dma_buf_map_attachment")
         return attach.sgt
-    sgt = op(dmabuf.ops, "map_dma_buf")(attach, direction)
+    map_dma_buf = op(dmabuf.ops, "map_dma_buf")
+    assert map_dma_buf is not None  # mandatory at export
+    sgt = map_dma_buf(attach, direction)
     if sgt is None:
         if dmabuf.kernel.spec.export_info_form:
             raise KernelError(errno.ENOMEM, "dma_buf_map_attachment")
@@ -132,7 +147,7 @@ def dma_buf_map_attachment(attach: DmaBufAttachment | None, direction: DmaDataDi
     ):
         attach.sgt = sgt
         attach.dir = direction
-    return sgt  # type: ignore[no-any-return]
+    return sgt
 
 
 @kernel_function("dma_buf_unmap_attachment", file="drivers/dma-buf/dma-buf.c")
@@ -147,7 +162,9 @@ def dma_buf_unmap_attachment(
     _require_resv(attach.dmabuf, "dma_buf_unmap_attachment")
     if attach.sgt is sgt:
         return  # cached: unmapped at detach
-    op(attach.dmabuf.ops, "unmap_dma_buf")(attach, sgt, direction)
+    unmap = op(attach.dmabuf.ops, "unmap_dma_buf")
+    assert unmap is not None  # mandatory at export
+    unmap(attach, sgt, direction)
 
 
 def dma_buf_map_attachment_unlocked(
@@ -220,27 +237,31 @@ def dma_buf_end_cpu_access(dmabuf: DmaBuf | None, *args: Any) -> int | None:
 
 
 # -- kmap (3.4 - 5.5) -----------------------------------------------------------------
-def _kmap(dmabuf: DmaBuf | None, page_num: int, name: str) -> Any:
+def _kmap(
+    dmabuf: DmaBuf | None, page_num: int, name: Literal["kmap", "kmap_atomic"]
+) -> KernelMapping | None:
     if dmabuf is None:
         # "WARN_ON(!dmabuf); return dmabuf->ops->kmap(...)": the WARN does not return
         raise KernelOops(f"dma_buf_{name}", "WARN_ON(!dmabuf) then NULL dereference")
     if not dmabuf.kernel.spec.has_kmap:
         raise NotImplementedError(f"{name} was removed in Linux 5.6; spec has no kmap")
-    return op(dmabuf.ops, name)(dmabuf, page_num)
+    kmap = op(dmabuf.ops, name)
+    assert kmap is not None  # mandatory at export while kernels had it
+    return kmap(dmabuf, page_num)
 
 
 @kernel_function("dma_buf_kmap", file="drivers/base/dma-buf.c")
-def dma_buf_kmap(dmabuf: DmaBuf | None, page_num: int) -> Any:
+def dma_buf_kmap(dmabuf: DmaBuf | None, page_num: int) -> KernelMapping | None:
     return _kmap(dmabuf, page_num, "kmap")
 
 
 @kernel_function("dma_buf_kmap_atomic", file="drivers/base/dma-buf.c")
-def dma_buf_kmap_atomic(dmabuf: DmaBuf | None, page_num: int) -> Any:
+def dma_buf_kmap_atomic(dmabuf: DmaBuf | None, page_num: int) -> KernelMapping | None:
     return _kmap(dmabuf, page_num, "kmap_atomic")
 
 
 @kernel_function("dma_buf_kunmap", file="drivers/base/dma-buf.c")
-def dma_buf_kunmap(dmabuf: DmaBuf | None, page_num: int, vaddr: Any) -> None:
+def dma_buf_kunmap(dmabuf: DmaBuf | None, page_num: int, vaddr: KernelMapping | None) -> None:
     if dmabuf is None:
         # "WARN_ON(!dmabuf); if (dmabuf->ops->kunmap)": the WARN does not return
         raise KernelOops("dma_buf_kunmap", "WARN_ON(!dmabuf) then NULL dereference")
@@ -263,7 +284,8 @@ def dma_buf_vmap(dmabuf: DmaBuf | None, map: IosysMap | None = None) -> Any:
         raise NotImplementedError("dma_buf_vmap arrived in Linux 3.5")
     vmap = op(dmabuf.ops, "vmap")
     if not spec.vmap_returns_errno:
-        return vmap(dmabuf) if vmap is not None else None  # 3.5: no counting in the core
+        # 3.5-5.10: void *vmap(dmabuf), no counting in the core
+        return cast(VmapOp35, vmap)(dmabuf) if vmap is not None else None
     if map is None:
         raise TypeError(f"spec {spec.name} calls dma_buf_vmap(dmabuf, IosysMap())")
     map.vaddr = None
@@ -275,7 +297,7 @@ def dma_buf_vmap(dmabuf: DmaBuf | None, map: IosysMap | None = None) -> Any:
         map.vaddr = dmabuf.vmap_ptr.vaddr
         return 0
     tmp = IosysMap()
-    ret = int(vmap(dmabuf, tmp))
+    ret = int(cast(VmapOp, vmap)(dmabuf, tmp))
     if ret:
         dmabuf.kernel.warn("dma_buf_vmap", "ops->vmap failed")
         return ret
@@ -293,7 +315,7 @@ def dma_buf_vunmap(dmabuf: DmaBuf | None, map: Any) -> None:
     vunmap = op(dmabuf.ops, "vunmap")
     if not spec.vmap_returns_errno:
         if vunmap is not None:
-            vunmap(dmabuf, map)
+            cast(VunmapOp35, vunmap)(dmabuf, map)
         return
     _require_resv(dmabuf, "dma_buf_vunmap")
     if dmabuf.vmap_ptr.is_null():
@@ -306,7 +328,7 @@ def dma_buf_vunmap(dmabuf: DmaBuf | None, map: Any) -> None:
     dmabuf.vmapping_counter -= 1
     if dmabuf.vmapping_counter == 0:
         if vunmap is not None:
-            vunmap(dmabuf, map)
+            cast(VunmapOp, vunmap)(dmabuf, map)
         dmabuf.vmap_ptr = IosysMap()
 
 

@@ -22,7 +22,7 @@ reference is gone (R17).
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
 from attrs import define, field
 
@@ -38,6 +38,8 @@ from ..fs import (
     fput,
     get_file,
 )
+from ..fs_file import fd_install, fget, get_unused_fd_flags
+from ..kstate import Key
 from ..mm.page_alloc import PAGE_SIZE
 from ..module import Module, find_module, module_put, try_module_get
 from ..trace import kernel_function
@@ -46,14 +48,35 @@ from .dma_resv import DmaResv
 if TYPE_CHECKING:
     from ..device import Device, DmaDataDirection, SgTable
     from ..kernel import Kernel
+    from ..mm.vma import VmAreaStruct
+    from ..mm.vmalloc import KernelMapping
     from ..process import Process
 
 __all__ = [
+    "AttachOp",
+    "AttachOp3x",
+    "BeginCpuAccessOp3x",
+    "CpuAccessOp",
+    "DetachOp",
     "DmaBuf",
     "DmaBufAttachment",
     "DmaBufExportInfo",
     "DmaBufOps",
+    "EndCpuAccessOp3x",
     "IosysMap",
+    "KmapOp",
+    "KunmapOp",
+    "MapDmaBufOp",
+    "MmapOp",
+    "OpName",
+    "PinOp",
+    "ReleaseOp",
+    "UnmapDmaBufOp",
+    "UnpinOp",
+    "VmapOp",
+    "VmapOp35",
+    "VunmapOp",
+    "VunmapOp35",
     "dma_buf_export",
     "dma_buf_fd",
     "dma_buf_get",
@@ -64,17 +87,118 @@ __all__ = [
 ]
 
 
+# -- the exporter interface: one callable type per op and spec form ---------------------
+class AttachOp(Protocol):
+    """``int (*attach)(struct dma_buf *, struct dma_buf_attachment *)`` (since 4.19)."""
+
+    def __call__(self, dmabuf: DmaBuf, attachment: DmaBufAttachment, /) -> int: ...
+
+
+class AttachOp3x(Protocol):
+    """Until 4.18: ``attach(struct dma_buf *, struct device *, struct dma_buf_attachment *)``."""
+
+    def __call__(self, dmabuf: DmaBuf, dev: Device, attachment: DmaBufAttachment, /) -> int: ...
+
+
+class DetachOp(Protocol):
+    def __call__(self, dmabuf: DmaBuf, attachment: DmaBufAttachment, /) -> None: ...
+
+
+class PinOp(Protocol):
+    def __call__(self, attachment: DmaBufAttachment, /) -> int: ...
+
+
+class UnpinOp(Protocol):
+    def __call__(self, attachment: DmaBufAttachment, /) -> None: ...
+
+
+class MapDmaBufOp(Protocol):
+    """Return the sg table for the attachment's device; raise KernelError for ``ERR_PTR``
+    (a 3.x exporter may return None: NULL, which the 3.x core passes on)."""
+
+    def __call__(
+        self, attachment: DmaBufAttachment, direction: DmaDataDirection, /
+    ) -> SgTable | None: ...
+
+
+class UnmapDmaBufOp(Protocol):
+    def __call__(
+        self, attachment: DmaBufAttachment, sgt: SgTable, direction: DmaDataDirection, /
+    ) -> None: ...
+
+
+class ReleaseOp(Protocol):
+    def __call__(self, dmabuf: DmaBuf, /) -> None: ...
+
+
+class CpuAccessOp(Protocol):
+    """``begin_cpu_access``/``end_cpu_access`` since 4.6: ``(dmabuf, direction) -> int``."""
+
+    def __call__(self, dmabuf: DmaBuf, direction: DmaDataDirection, /) -> int: ...
+
+
+class BeginCpuAccessOp3x(Protocol):
+    """3.x-4.5: ``begin_cpu_access(dmabuf, start, len, direction) -> int``."""
+
+    def __call__(
+        self, dmabuf: DmaBuf, start: int, length: int, direction: DmaDataDirection, /
+    ) -> int: ...
+
+
+class EndCpuAccessOp3x(Protocol):
+    """3.x-4.5: ``void end_cpu_access(dmabuf, start, len, direction)``."""
+
+    def __call__(
+        self, dmabuf: DmaBuf, start: int, length: int, direction: DmaDataDirection, /
+    ) -> None: ...
+
+
+class MmapOp(Protocol):
+    def __call__(self, dmabuf: DmaBuf, vma: VmAreaStruct, /) -> int: ...
+
+
+class VmapOp(Protocol):
+    """Since 5.11: ``int (*vmap)(struct dma_buf *, struct iosys_map *)``."""
+
+    def __call__(self, dmabuf: DmaBuf, map: IosysMap, /) -> int: ...
+
+
+class VmapOp35(Protocol):
+    """3.5-5.10: ``void *(*vmap)(struct dma_buf *)`` (None is NULL)."""
+
+    def __call__(self, dmabuf: DmaBuf, /) -> KernelMapping | None: ...
+
+
+class VunmapOp(Protocol):
+    def __call__(self, dmabuf: DmaBuf, map: IosysMap, /) -> None: ...
+
+
+class VunmapOp35(Protocol):
+    def __call__(self, dmabuf: DmaBuf, vaddr: KernelMapping | None, /) -> None: ...
+
+
+class KmapOp(Protocol):
+    """3.4-5.5: ``void *(*kmap)(struct dma_buf *, unsigned long page_num)`` (and kmap_atomic)."""
+
+    def __call__(self, dmabuf: DmaBuf, page_num: int, /) -> KernelMapping | None: ...
+
+
+class KunmapOp(Protocol):
+    def __call__(self, dmabuf: DmaBuf, page_num: int, vaddr: KernelMapping | None, /) -> None: ...
+
+
 class DmaBufOps:
     """``struct dma_buf_ops``: subclass and define the ops you implement.
 
-    Every op defaults to ``None`` (NULL).  Signatures follow the spec in
-    force; modern ones are shown, 3.x differences in brackets:
+    Every op defaults to ``None`` (NULL).  Each is typed with the signature the
+    kernel gives it, or with each signature where kernels differ (the 3.x form
+    carries ``3x``), so ``mypy`` rejects an op whose signature matches no kernel:
 
-    * ``attach(dmabuf, attach) -> int``  [3.x: ``attach(dmabuf, dev, attach)``]
-    * ``detach(dmabuf, attach)``
-    * ``pin(attach) -> int``, ``unpin(attach)``
-    * ``map_dma_buf(attach, direction) -> SgTable`` (raise KernelError for ERR_PTR)
-    * ``unmap_dma_buf(attach, sgt, direction)``
+    * ``attach(dmabuf, attachment) -> int``  [3.x: ``attach(dmabuf, dev, attachment)``]
+    * ``detach(dmabuf, attachment)``
+    * ``pin(attachment) -> int``, ``unpin(attachment)``
+    * ``map_dma_buf(attachment, direction) -> SgTable`` (raise KernelError for ERR_PTR)
+    * ``unmap_dma_buf(attachment, sgt, direction)``
     * ``release(dmabuf)``
     * ``begin_cpu_access(dmabuf, direction) -> int``  [3.x: ``(dmabuf, start, len, direction)``]
     * ``end_cpu_access(dmabuf, direction) -> int``  [3.x: ``(dmabuf, start, len, direction)``, void]
@@ -83,30 +207,84 @@ class DmaBufOps:
     * ``vunmap(dmabuf, map)``  [3.5: ``vunmap(dmabuf, vaddr)``]
     * ``kmap(dmabuf, page_num)``, ``kmap_atomic(...)``, ``kunmap(dmabuf, page_num, vaddr)`` (3.x)
 
+    An exporter that serves both forms takes ``(dmabuf, *args)``.  Any object with
+    these attributes works as ops at run time; subclassing is what lets mypy check it.
     ``cache_sgt_mapping = True`` asks the core to cache the sg table per attachment
     (kernels that have the field: ~4.19 until 6.15).
     """
 
-    attach: Any = None
-    detach: Any = None
-    pin: Any = None
-    unpin: Any = None
-    map_dma_buf: Any = None
-    unmap_dma_buf: Any = None
-    release: Any = None
-    begin_cpu_access: Any = None
-    end_cpu_access: Any = None
-    mmap: Any = None
-    vmap: Any = None
-    vunmap: Any = None
-    kmap: Any = None
-    kmap_atomic: Any = None
-    kunmap: Any = None
-    kunmap_atomic: Any = None
+    attach: AttachOp | AttachOp3x | None = None
+    detach: DetachOp | None = None
+    pin: PinOp | None = None
+    unpin: UnpinOp | None = None
+    map_dma_buf: MapDmaBufOp | None = None
+    unmap_dma_buf: UnmapDmaBufOp | None = None
+    release: ReleaseOp | None = None
+    begin_cpu_access: CpuAccessOp | BeginCpuAccessOp3x | None = None
+    end_cpu_access: CpuAccessOp | EndCpuAccessOp3x | None = None
+    mmap: MmapOp | None = None
+    vmap: VmapOp | VmapOp35 | None = None
+    vunmap: VunmapOp | VunmapOp35 | None = None
+    kmap: KmapOp | None = None
+    kmap_atomic: KmapOp | None = None
+    kunmap: KunmapOp | None = None
+    kunmap_atomic: KunmapOp | None = None
     cache_sgt_mapping: bool = False
 
 
-def op(ops: Any, name: str) -> Any:
+OpName = Literal[
+    "attach",
+    "detach",
+    "pin",
+    "unpin",
+    "map_dma_buf",
+    "unmap_dma_buf",
+    "release",
+    "begin_cpu_access",
+    "end_cpu_access",
+    "mmap",
+    "vmap",
+    "vunmap",
+    "kmap",
+    "kmap_atomic",
+    "kunmap",
+    "kunmap_atomic",
+]
+
+
+# `op()` reads an op of any object, as the core must (an exporter need not subclass
+# DmaBufOps); the overloads give each op the type DmaBufOps declares for it.
+@overload
+def op(ops: object, name: Literal["attach"]) -> AttachOp | AttachOp3x | None: ...
+@overload
+def op(ops: object, name: Literal["detach"]) -> DetachOp | None: ...
+@overload
+def op(ops: object, name: Literal["pin"]) -> PinOp | None: ...
+@overload
+def op(ops: object, name: Literal["unpin"]) -> UnpinOp | None: ...
+@overload
+def op(ops: object, name: Literal["map_dma_buf"]) -> MapDmaBufOp | None: ...
+@overload
+def op(ops: object, name: Literal["unmap_dma_buf"]) -> UnmapDmaBufOp | None: ...
+@overload
+def op(ops: object, name: Literal["release"]) -> ReleaseOp | None: ...
+@overload
+def op(
+    ops: object, name: Literal["begin_cpu_access"]
+) -> CpuAccessOp | BeginCpuAccessOp3x | None: ...
+@overload
+def op(ops: object, name: Literal["end_cpu_access"]) -> CpuAccessOp | EndCpuAccessOp3x | None: ...
+@overload
+def op(ops: object, name: Literal["mmap"]) -> MmapOp | None: ...
+@overload
+def op(ops: object, name: Literal["vmap"]) -> VmapOp | VmapOp35 | None: ...
+@overload
+def op(ops: object, name: Literal["vunmap"]) -> VunmapOp | VunmapOp35 | None: ...
+@overload
+def op(ops: object, name: Literal["kmap", "kmap_atomic"]) -> KmapOp | None: ...
+@overload
+def op(ops: object, name: Literal["kunmap", "kunmap_atomic"]) -> KunmapOp | None: ...
+def op(ops: object, name: OpName) -> object:
     """The op ``name`` of an exporter, or None (a NULL function pointer)."""
     return getattr(ops, name, None)
 
@@ -115,7 +293,7 @@ def op(ops: Any, name: str) -> Any:
 class IosysMap:
     """``struct iosys_map``: where a vmap put the buffer (``vaddr`` None = NULL)."""
 
-    vaddr: Any = None
+    vaddr: KernelMapping | None = None
 
     def is_null(self) -> bool:
         return self.vaddr is None
@@ -125,7 +303,9 @@ class IosysMap:
 class DmaBufExportInfo:
     """``struct dma_buf_export_info`` (``DEFINE_DMA_BUF_EXPORT_INFO`` sets exp_name)."""
 
-    ops: Any
+    ops: DmaBufOps | None
+    """The exporter's ops: a :class:`DmaBufOps` (any object with the op attributes works at
+    run time; None is a NULL ``ops``, which export refuses)."""
     size: int
     priv: Any
     flags: int = 0o2  # O_RDWR
@@ -142,8 +322,9 @@ class DmaBuf:
 
     kernel: Kernel = field(repr=False)
     size: int
-    ops: Any = field(repr=False)
+    ops: DmaBufOps = field(repr=False)
     priv: Any = field(repr=False)
+    """The exporter's ``void *priv``."""
     exp_name: str = ""
     name: str | None = None
     file: File | None = field(default=None, repr=False)
@@ -193,18 +374,20 @@ class DmaBufSubsys:
     fops: FileOperations = field(repr=False)
 
 
+DMA_BUF_SUBSYS: Key[DmaBufSubsys] = Key("dma-buf")
+
+
 def dma_buf_subsys(kernel: Kernel) -> DmaBufSubsys:
-    sub = kernel.drivers.get("dma-buf")
-    if sub is None:
-        sub = kernel.drivers["dma-buf"] = DmaBufSubsys(kernel, _build_fops(kernel))
-    assert isinstance(sub, DmaBufSubsys)
-    return sub
+    """dma-buf.c's statics in this kernel (made at the first use, as by ``dma_buf_init``)."""
+    return kernel.subsys.setdefault(
+        DMA_BUF_SUBSYS, lambda: DmaBufSubsys(kernel, _build_fops(kernel))
+    )
 
 
 def _build_fops(kernel: Kernel) -> FileOperations:
     """``dma_buf_fops`` as the spec's kernel defined it."""
-    from . import fops as f
-    from .mmap import dma_buf_mmap_internal
+    from . import fops as f  # noqa: PLC0415  # cycle: fops.py uses DmaBuf and is_dma_buf_file from here
+    from .mmap import dma_buf_mmap_internal  # noqa: PLC0415  # cycle: mmap.py uses DmaBuf and op() from here
 
     spec = kernel.spec
     has_ioctl = spec.has_sync_ioctl or spec.has_set_name or spec.has_sync_file_ioctls
@@ -231,8 +414,14 @@ def _dmabuf_dname(file: File) -> str:
 
 
 # -- export -----------------------------------------------------------------------
-_MANDATORY_3X = ("map_dma_buf", "unmap_dma_buf", "release", "kmap_atomic", "kmap")
-_MANDATORY_MODERN = ("map_dma_buf", "unmap_dma_buf", "release")
+_MANDATORY_3X: tuple[OpName, ...] = (
+    "map_dma_buf",
+    "unmap_dma_buf",
+    "release",
+    "kmap_atomic",
+    "kmap",
+)
+_MANDATORY_MODERN: tuple[OpName, ...] = ("map_dma_buf", "unmap_dma_buf", "release")
 
 
 def dma_buf_export(kernel: Kernel, *args: Any) -> DmaBuf:
@@ -267,7 +456,7 @@ def _dma_buf_export(kernel: Kernel, info: DmaBufExportInfo) -> DmaBuf:
     spec = kernel.spec
     ops = info.ops
     mandatory = _MANDATORY_MODERN if spec.export_info_form else _MANDATORY_3X
-    missing = [name for name in mandatory if op(ops, name) is None]
+    missing: list[OpName] = [name for name in mandatory if op(ops, name) is None]
     if spec.mmap_op_mandatory and op(ops, "mmap") is None:
         missing.append("mmap")
     if not spec.kmap_ops_mandatory:
@@ -341,8 +530,6 @@ def dma_buf_getfile(kernel: Kernel, dmabuf: DmaBuf, flags: int) -> File:
 @kernel_function("dma_buf_fd", file="drivers/dma-buf/dma-buf.c")
 def dma_buf_fd(dmabuf: DmaBuf | None, flags: int) -> int:
     """Install the export reference in the current task's fd table (no new reference, R16)."""
-    from ..syscalls import fd_install, get_unused_fd_flags
-
     if dmabuf is None or dmabuf.file is None:
         return -errno.EINVAL
     task = _current(dmabuf.kernel)
@@ -362,8 +549,6 @@ def _current(kernel: Kernel) -> Process:
 @kernel_function("dma_buf_get", file="drivers/dma-buf/dma-buf.c")
 def dma_buf_get(kernel: Kernel, fd: int) -> DmaBuf:
     """The dma-buf behind ``fd`` with a file reference held (R15); raises KernelError."""
-    from ..syscalls import fget
-
     file = fget(_current(kernel), fd)
     if file is None:
         raise KernelError(errno.EBADF, "dma_buf_get")
@@ -410,7 +595,7 @@ def _release(dmabuf: DmaBuf, *, warn_attachments: bool = True) -> None:
         kernel.dma_bufs.remove(dmabuf)
 
 
-@kernel_function("dma_buf_release", file="drivers/base/dma-buf.c")
+@kernel_function("dma_buf_release", file="drivers/base/dma-buf.c", key="dma_buf_release@3.x")
 def dma_buf_release_3x(inode: Inode, file: File) -> int:
     """3.x ``f_op->release``: the buffer goes with its file.
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from ..kstate import Key
 from .dma_fence import DmaFence, dma_fence_set_error, dma_fence_signal
 from .dma_resv import DmaResvUsage
 
@@ -38,12 +39,15 @@ if TYPE_CHECKING:
 __all__ = ["attach_fence", "device_job", "device_job_after", "interrupt_at", "signal_at"]
 
 
+DEVICE_JOB_SEQNOS: Key[dict[str, int]] = Key("device_job_seqnos")
+"""The last seqno handed out per fence context by the simulated device jobs."""
+
+
 def _next_seqno(kernel: Kernel, context: str) -> int:
     """Seqnos count up per context, as a ring's fences do."""
-    seqnos = kernel.drivers.setdefault("device_job_seqnos", {})
-    assert isinstance(seqnos, dict)
+    seqnos = kernel.subsys.setdefault(DEVICE_JOB_SEQNOS, dict)
     seqnos[context] = seqnos.get(context, 0) + 1
-    return int(seqnos[context])
+    return seqnos[context]
 
 
 def _time(name: str, value: object) -> int:

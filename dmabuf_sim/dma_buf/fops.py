@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from ..device import DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE
 from ..fs import File, fput, get_file
+from ..fs_file import fd_install, fdget, get_unused_fd_flags, put_unused_fd
 from ..trace import kernel_function
 from ..uaccess import copy_from_user, copy_to_user, strndup_user
 from ..uapi import (
@@ -35,9 +36,11 @@ from ..uapi import (
     DmaBufImportSyncFile,
     DmaBufSync,
 )
+from .access import dma_buf_begin_cpu_access, dma_buf_end_cpu_access
 from .core import DmaBuf, is_dma_buf_file
 from .dma_fence import DmaFence, dma_fence_array_create
 from .dma_resv import DmaResvUsage, dma_resv_usage_rw
+from .sync_file import sync_file_create, sync_file_get_fence
 
 _SyncFileReq = TypeVar("_SyncFileReq", DmaBufExportSyncFile, DmaBufImportSyncFile)
 
@@ -134,8 +137,6 @@ def dma_buf_ioctl(file: File, cmd: int, arg: Any) -> int:
 
 def _ioctl_sync(dmabuf: DmaBuf, arg: Any) -> int:
     """``DMA_BUF_IOCTL_SYNC`` (R43-R45): no state is kept between START and END."""
-    from .access import dma_buf_begin_cpu_access, dma_buf_end_cpu_access
-
     sync = copy_from_user(dmabuf.kernel, arg, DmaBufSync)
     if isinstance(sync, int):
         return -errno.EFAULT
@@ -185,9 +186,6 @@ def _sync_file_request(kernel: Any, arg: Any, cls: type[_SyncFileReq]) -> _SyncF
 @kernel_function("dma_buf_export_sync_file", file="drivers/dma-buf/dma-buf.c")
 def dma_buf_export_sync_file(dmabuf: DmaBuf, arg: Any) -> int:
     """A sync_file fd for the fences a new access of that kind would wait for (R51)."""
-    from ..syscalls import fd_install, get_unused_fd_flags, put_unused_fd
-    from .sync_file import sync_file_create
-
     kernel = dmabuf.kernel
     req = _sync_file_request(kernel, arg, DmaBufExportSyncFile)
     if isinstance(req, int):
@@ -220,9 +218,6 @@ def dma_buf_export_sync_file(dmabuf: DmaBuf, arg: Any) -> int:
 @kernel_function("dma_buf_import_sync_file", file="drivers/dma-buf/dma-buf.c")
 def dma_buf_import_sync_file(dmabuf: DmaBuf, arg: Any) -> int:
     """Add a sync_file's fence to the buffer as an implicit WRITE or READ fence (R51)."""
-    from ..syscalls import fdget
-    from .sync_file import sync_file_get_fence
-
     kernel = dmabuf.kernel
     req = _sync_file_request(kernel, arg, DmaBufImportSyncFile)
     if isinstance(req, int):

@@ -69,6 +69,7 @@ def dma_buf_mmap_internal(file: File, vma: VmAreaStruct) -> int:
         return -errno.EINVAL
     if spec.tracepoints:
         kernel.tracer.event("dma_buf_mmap_internal", f"exp_name={dmabuf.exp_name}")
+    assert mmap is not None  # mandatory at export where the core does not check it (R13)
     return int(mmap(dmabuf, vma))
 
 
@@ -86,6 +87,7 @@ def dma_buf_mmap(dmabuf: DmaBuf | None, vma: VmAreaStruct | None, pgoff: int) ->
     mmap = op(dmabuf.ops, "mmap")
     if spec.mmap_internal_checks_null_op and mmap is None:
         return -errno.EINVAL  # R12
+    assert mmap is not None  # mandatory at export where the core does not check it (R13)
     npages = vma_pages(vma)
     if pgoff + npages > ULONG_MAX:  # "pgoff + npages < pgoff" in unsigned arithmetic
         return -errno.EOVERFLOW  # R20

@@ -23,11 +23,14 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from attrs import define, field
 
 from ..fs import File, FileOperations, Inode, fput
+from ..fs_file import fd_install, get_unused_fd_flags, put_unused_fd
+from ..kstate import Key
 from ..trace import kernel_function
 from ..uaccess import copy_from_user, copy_to_user, get_user_int
 from ..uapi import SW_SYNC_IOC_CREATE_FENCE, SW_SYNC_IOC_INC, SW_SYNC_PATH, SwSyncCreateFenceData
@@ -73,11 +76,12 @@ class SyncTimeline:
         return _s32(fence.seqno - self.value) <= 0
 
 
-def _contexts(kernel: Kernel) -> Any:
-    counter = kernel.drivers.get("sw_sync_contexts")
-    if counter is None:
-        counter = kernel.drivers["sw_sync_contexts"] = itertools.count(1)
-    return counter
+SW_SYNC_CONTEXTS: Key[Iterator[int]] = Key("sw_sync_contexts")
+"""Numbers for the fence contexts of sw_sync timelines, per kernel."""
+
+
+def _contexts(kernel: Kernel) -> Iterator[int]:
+    return kernel.subsys.setdefault(SW_SYNC_CONTEXTS, lambda: itertools.count(1))
 
 
 @kernel_function("sync_timeline_create", file="drivers/dma-buf/sw_sync.c")
@@ -154,8 +158,6 @@ def sw_sync_ioctl(file: File, cmd: int, arg: Any) -> int:
 @kernel_function("sw_sync_ioctl_create_fence", file="drivers/dma-buf/sw_sync.c")
 def sw_sync_ioctl_create_fence(obj: SyncTimeline, arg: Any) -> int:
     """A point at ``data.value`` as a sync_file fd (close-on-exec) in ``data.fence``."""
-    from ..syscalls import fd_install, get_unused_fd_flags, put_unused_fd
-
     kernel = obj.kernel
     task = kernel.current
     assert task is not None

@@ -17,6 +17,7 @@ import errno
 from typing import TYPE_CHECKING, Any
 
 from ..fs import File, FileOperations, anon_inode_getfile
+from ..kstate import Key
 from ..trace import kernel_function
 from ..uaccess import copy_bytes_to_user, copy_from_user, copy_to_user
 from ..uapi import POLLIN, SYNC_IOC_FILE_INFO, SYNC_IOC_MERGE, SyncFenceInfo, SyncFileInfo
@@ -34,14 +35,17 @@ def _sync_file_poll(file: File, events: int) -> int:
     return POLLIN if fence.signaled else 0
 
 
+SYNC_FILE_FOPS: Key[FileOperations] = Key("sync_file_fops")
+"""``sync_file_fops``: one table per kernel, so ``f_op ==`` identifies a sync_file."""
+
+
 def _fops(kernel: Kernel) -> FileOperations:
-    fops = kernel.drivers.get("sync_file_fops")
-    if fops is None:
-        fops = kernel.drivers["sync_file_fops"] = FileOperations(
+    return kernel.subsys.setdefault(
+        SYNC_FILE_FOPS,
+        lambda: FileOperations(
             owner="sync_file", poll=_sync_file_poll, unlocked_ioctl=sync_file_ioctl
-        )
-    assert isinstance(fops, FileOperations)
-    return fops
+        ),
+    )
 
 
 @kernel_function("sync_file_create", file="drivers/dma-buf/sync_file.c")

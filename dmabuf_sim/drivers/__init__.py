@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..dma_buf.sw_sync import sw_sync_init
+from ..exporters import load_exporter_drivers
+from .simmem import SimMem
+
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
@@ -17,12 +21,7 @@ __all__ = ["load_builtin_drivers"]
 
 
 def load_builtin_drivers(kernel: Kernel) -> None:
-    from ..exporters import load_exporter_drivers
-    from .simmem import SimMem
-
     SimMem.register(kernel)
     load_exporter_drivers(kernel)
     if kernel.spec.has_sw_sync and kernel.spec.config_dma_shared_buffer:
-        from ..dma_buf.sw_sync import sw_sync_init
-
         sw_sync_init(kernel)  # CONFIG_SW_SYNC: <debugfs>/sync/sw_sync

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from attrs import define, field
 
 from ..fs import File, FileOperations
+from ..kstate import Key
 from ..mm.memory import get_page
 from ..mm.vma import (
     VM_DONTDUMP,
@@ -30,7 +31,7 @@ from ..trace import kernel_function
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
-__all__ = ["SimMem"]
+__all__ = ["SIMMEM", "SimMem"]
 
 
 @define(eq=False, slots=True)
@@ -51,7 +52,7 @@ class SimMem:
         drv.pfns = [kernel.mem.alloc_pages(0) for _ in range(npages)]
         fops = FileOperations(owner="simmem", mmap=drv.simmem_mmap)
         kernel.register_chrdev(cls.PATH, fops, drv)
-        kernel.drivers["simmem"] = drv
+        kernel.drivers.add(SIMMEM, drv)
         return drv
 
     @kernel_function("simmem_mmap", file="drivers/misc/simmem.c (teaching driver)")
@@ -80,3 +81,7 @@ class SimMem:
         get_page(page)
         vmf.page = page
         return 0
+
+
+SIMMEM: Key[SimMem] = Key("simmem")
+"""The ``/dev/simmem`` driver of a kernel: ``kernel.drivers[SIMMEM]``."""

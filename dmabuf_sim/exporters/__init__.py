@@ -17,6 +17,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .cma_heap import CMA_HEAP, CmaHeap
+from .system_heap import SYSTEM_HEAP, SystemHeap
+from .udmabuf import UDMABUF, UdmabufDriver
+from .vgem import VgemDevice
+
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
@@ -28,17 +33,11 @@ def load_exporter_drivers(kernel: Kernel) -> None:
     if not spec.config_dma_shared_buffer:
         return
     if spec.has_dma_heaps:
-        from .cma_heap import CmaHeap
-        from .system_heap import SystemHeap
-
-        kernel.drivers["system_heap"] = SystemHeap.register(kernel)
-        kernel.drivers["cma_heap"] = CmaHeap.register(kernel)
+        kernel.drivers.add(SYSTEM_HEAP, SystemHeap.register(kernel))
+        kernel.drivers.add(CMA_HEAP, CmaHeap.register(kernel))
     if spec.has_udmabuf:
-        from .udmabuf import UdmabufDriver
-
-        kernel.drivers["udmabuf"] = UdmabufDriver.register(kernel)
+        kernel.drivers.add(UDMABUF, UdmabufDriver.register(kernel))
     if spec.export_info_form:
         # vgem on the modern specs: /dev/dri/card0, a GEM exporter and importer
-        from .vgem import VgemDevice
 
-        VgemDevice.register(kernel)  # modprobe vgem: sets kernel.drivers["vgem"]
+        VgemDevice.register(kernel)  # modprobe vgem: adds kernel.drivers[VGEM]

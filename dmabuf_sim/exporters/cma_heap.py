@@ -25,6 +25,7 @@ from ..device import SgTable
 from ..dma_buf.core import DmaBuf, DmaBufExportInfo, IosysMap
 from ..dma_buf.core import dma_buf_export as _export
 from ..errors import KernelError, KernelOops, OutOfMemory
+from ..kstate import Key
 from ..mm.memory import get_page, vmf_insert_pfn
 from ..mm.page_alloc import PAGE_SHIFT
 from ..mm.vma import (
@@ -51,7 +52,10 @@ from .system_heap import (
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
-__all__ = ["CmaHeap", "CmaHeapBuffer"]
+__all__ = ["CMA_HEAP", "CmaHeap", "CmaHeapBuffer"]
+
+CMA_HEAP: Key[DmaHeap] = Key("cma_heap")
+"""``/dev/dma_heap/reserved`` of a kernel (where the spec has dma-heaps)."""
 
 
 @define(eq=False, slots=True)

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from attrs import define, field
 
 from ..dma_buf.core import DmaBuf, dma_buf_fd, dma_buf_put
-from ..errors import KernelError
+from ..errors import KernelError, Signal
 from ..fs import File, FileOperations, Inode
+from ..mm.memory import user_access
 from ..mm.page_alloc import PAGE_ALIGN
 from ..trace import kernel_function
 from ..uapi import (
@@ -154,9 +155,6 @@ def _copy_to_user(kernel: Kernel, arg: Any, data: bytes) -> int:
 
 
 def _user_copy(kernel: Kernel, addr: int, n: int, data: bytes | None) -> bytes | int:
-    from ..errors import Signal
-    from ..mm.memory import user_access
-
     proc = kernel.current
     if proc is None or addr <= 0 or addr + n > 1 << 64:
         return -errno.EFAULT

@@ -39,11 +39,13 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import define, field
 
+from ..dma_buf.core import dma_buf_put
 from ..dma_buf.dma_resv import DmaResv
 from ..errors import KernelOops
 from ..fs import File, FileOperations, Inode, alloc_anon_inode, fput
 from ..mm.page_alloc import PAGE_SHIFT, PAGE_SIZE
 from ..mm.pgtable import pgprot_writecombine, vm_get_page_prot
+from ..mm.shmem import shmem_file_setup
 from ..mm.vma import (
     VM_DONTDUMP,
     VM_DONTEXPAND,
@@ -449,7 +451,7 @@ def drm_release(inode: Inode, file: File) -> int:
 # -- drm_ioctl.c -----------------------------------------------------------------------
 def _core_ioctls() -> dict[int, DrmIoctlDesc]:
     """The modelled entries of ``drm_ioctls[]``, by number."""
-    from .drm_prime import drm_prime_fd_to_handle_ioctl, drm_prime_handle_to_fd_ioctl
+    from .drm_prime import drm_prime_fd_to_handle_ioctl, drm_prime_handle_to_fd_ioctl  # noqa: PLC0415  # cycle: drm_prime.py builds on drm_gem.py, as drm_prime.c on drm_gem.c
 
     table = [
         DrmIoctlDesc(DRM_IOCTL_GEM_CLOSE, drm_gem_close_ioctl, DrmGemClose, "GEM_CLOSE"),
@@ -541,8 +543,6 @@ def drm_gem_private_object_init(dev: DrmDevice, obj: DrmGemObject, size: int) ->
 @kernel_function("drm_gem_object_init", file="drivers/gpu/drm/drm_gem.c")
 def drm_gem_object_init(dev: DrmDevice, obj: DrmGemObject, size: int) -> int:
     """An object backed by a fresh shmem file of ``size`` bytes."""
-    from ..mm.shmem import shmem_file_setup
-
     drm_gem_private_object_init(dev, obj, size)
     obj.filp = shmem_file_setup(dev.kernel, "drm mm object", size)
     return 0
@@ -630,8 +630,6 @@ def drm_gem_object_handle_put_unlocked(obj: DrmGemObject) -> None:
         # drm_gem_object_exported_dma_buf_free: "Unbreak the reference cycle if we have
         # an exported dma_buf."
         if obj.dma_buf is not None:
-            from ..dma_buf.core import dma_buf_put
-
             dmabuf, obj.dma_buf = obj.dma_buf, None
             dma_buf_put(dmabuf)
         drm_gem_object_put(obj)
@@ -639,7 +637,7 @@ def drm_gem_object_handle_put_unlocked(obj: DrmGemObject) -> None:
 
 @kernel_function("drm_gem_object_release_handle", file="drivers/gpu/drm/drm_gem.c")
 def drm_gem_object_release_handle(handle: int, obj: DrmGemObject, file_priv: DrmFile) -> None:
-    from .drm_prime import drm_prime_remove_buf_handle
+    from .drm_prime import drm_prime_remove_buf_handle  # noqa: PLC0415  # cycle: drm_prime.py builds on drm_gem.py, as drm_prime.c on drm_gem.c
 
     drm_prime_remove_buf_handle(file_priv.prime, handle)
     drm_vma_node_revoke(obj.vma_node, file_priv)

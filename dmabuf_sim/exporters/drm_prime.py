@@ -57,8 +57,8 @@ from ..dma_buf.core import (
     get_dma_buf,
 )
 from ..errors import KernelError
+from ..fs_file import fd_install, get_unused_fd_flags, put_unused_fd
 from ..mm.vma import VmAreaStruct
-from ..syscalls import fd_install, get_unused_fd_flags, put_unused_fd
 from ..trace import kernel_function
 from ..uapi import DRM_CLOEXEC, DRM_RDWR, DrmPrimeHandle
 from .drm_gem import (

@@ -16,8 +16,26 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import frozen
 
-from ..errors import os_error
+from ..dma_buf.core import dma_buf_fd, dma_buf_put
+from ..errors import KernelError, os_error
+from ..mm.shmem import F_SEAL_SHRINK, MFD_ALLOW_SEALING, MFD_CLOEXEC
 from ..spec import Spec
+from ..uapi import (
+    DMA_HEAP_IOCTL_ALLOC,
+    DRM_CLOEXEC,
+    DRM_IOCTL_MODE_CREATE_DUMB,
+    DRM_IOCTL_PRIME_HANDLE_TO_FD,
+    DRM_RDWR,
+    F_ADD_SEALS,
+    UDMABUF_CREATE,
+    UDMABUF_FLAGS_CLOEXEC,
+    DmaHeapAllocationData,
+    DrmModeCreateDumb,
+    DrmPrimeHandle,
+    UdmabufCreate,
+)
+from .shootdown import ShootdownExporter
+from .teaching import TEACHING_EXPORTERS, SimpleExporter
 
 if TYPE_CHECKING:
     from ..dma_buf.core import DmaBuf
@@ -96,9 +114,6 @@ def kernel_side(make_ops: Callable[[], Any]) -> Callable[[Process, int, int], in
     """A factory for exporters whose buffers are made in the kernel (``ops.export``)."""
 
     def make(proc: Process, size: int, flags: int) -> int:
-        from ..dma_buf.core import dma_buf_fd, dma_buf_put
-        from ..errors import KernelError
-
         kernel = proc.kernel
         ops = make_ops()
         with kernel.running(proc):
@@ -118,8 +133,6 @@ def kernel_side(make_ops: Callable[[], Any]) -> Callable[[Process, int, int], in
 
 def _heap(name: str) -> Callable[[Process, int, int], int]:
     def make(proc: Process, size: int, flags: int) -> int:
-        from ..uapi import DMA_HEAP_IOCTL_ALLOC, DmaHeapAllocationData
-
         heap = proc.open(f"/dev/dma_heap/{name}", os.O_RDONLY | os.O_CLOEXEC)
         try:
             data = DmaHeapAllocationData(len=size, fd_flags=flags & (os.O_ACCMODE | os.O_CLOEXEC))
@@ -132,9 +145,6 @@ def _heap(name: str) -> Callable[[Process, int, int], int]:
 
 
 def _udmabuf(proc: Process, size: int, flags: int) -> int:
-    from ..mm.shmem import F_SEAL_SHRINK, MFD_ALLOW_SEALING, MFD_CLOEXEC
-    from ..uapi import F_ADD_SEALS, UDMABUF_CREATE, UDMABUF_FLAGS_CLOEXEC, UdmabufCreate
-
     size = -(-size // 4096) * 4096
     memfd = proc.memfd_create("udmabuf", MFD_ALLOW_SEALING | MFD_CLOEXEC)
     try:
@@ -152,15 +162,6 @@ def _udmabuf(proc: Process, size: int, flags: int) -> int:
 
 def _vgem(proc: Process, size: int, flags: int) -> int:
     """A vgem dumb buffer exported with PRIME (``DRM_RDWR`` unless read-only is asked)."""
-    from ..uapi import (
-        DRM_CLOEXEC,
-        DRM_IOCTL_MODE_CREATE_DUMB,
-        DRM_IOCTL_PRIME_HANDLE_TO_FD,
-        DRM_RDWR,
-        DrmModeCreateDumb,
-        DrmPrimeHandle,
-    )
-
     pages = -(-size // 4096)
     card = proc.open("/dev/dri/card0", os.O_RDWR | os.O_CLOEXEC)
     try:
@@ -199,22 +200,16 @@ def _mmap_specs(spec: Spec) -> str | None:
 
 def _teaching(name: str) -> Callable[[], Any]:
     def make() -> Any:
-        from .teaching import TEACHING_EXPORTERS
-
         return TEACHING_EXPORTERS[name]()
 
     return make
 
 
 def _shootdown() -> Any:
-    from .shootdown import ShootdownExporter
-
     return ShootdownExporter()
 
 
 def _simple() -> Any:
-    from .teaching import SimpleExporter
-
     return SimpleExporter()
 
 
@@ -288,7 +283,6 @@ def _build() -> dict[str, ExporterInfo]:
             Capabilities(),
         ),
     ]
-    from .teaching import TEACHING_EXPORTERS
 
     for name, cls in TEACHING_EXPORTERS.items():
         out.append(

@@ -43,6 +43,7 @@ from ..dma_buf.core import DmaBuf, DmaBufAttachment, DmaBufExportInfo, DmaBufOps
 from ..dma_buf.core import dma_buf_export as _export
 from ..errors import KernelError
 from ..fs import File, fput
+from ..kstate import Key
 from ..mm.memory import unmap_mapping_range, vmf_insert_mixed
 from ..mm.page_alloc import PAGE_SHIFT, PAGE_SIZE
 from ..mm.shmem import shmem_file_setup, shmem_read_mapping_page
@@ -64,6 +65,9 @@ if TYPE_CHECKING:
     from ..kernel import Kernel
 
 __all__ = ["ShootdownBuffer", "ShootdownExporter"]
+
+SHOOTDOWN_DEV: Key[Device] = Key("shootdown-dev")
+"""The one non-coherent device every shoot-down buffer of a kernel is mapped for."""
 
 
 @define(eq=False, slots=True)
@@ -112,9 +116,9 @@ class ShootdownExporter(DmaBufOps):
         """Create a buffer of ``size`` bytes (rounded up to pages) and export it."""
         npages = (size + PAGE_SIZE - 1) >> PAGE_SHIFT
         filp = shmem_file_setup(kernel, f"{self.exp_name}-obj", npages << PAGE_SHIFT)
-        dev = kernel.drivers.get("shootdown-dev")
-        if dev is None:
-            dev = kernel.drivers["shootdown-dev"] = Device(kernel, "shootdown", coherent=False)
+        dev = kernel.drivers.setdefault(
+            SHOOTDOWN_DEV, lambda: Device(kernel, "shootdown", coherent=False)
+        )
         buf = ShootdownBuffer(kernel, filp, npages, dev)
         if kernel.spec.export_info_form:
             info = DmaBufExportInfo(

@@ -34,6 +34,7 @@ from ..device import (
 from ..dma_buf.core import DmaBuf, DmaBufAttachment, DmaBufExportInfo, DmaBufOps, IosysMap
 from ..dma_buf.core import dma_buf_export as _export
 from ..errors import KernelError, OutOfMemory
+from ..kstate import Key
 from ..mm.gfp import (
     __GFP_COMP,
     __GFP_NORETRY,
@@ -52,7 +53,10 @@ from .dma_heap import DmaHeap, dma_heap_add
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
-__all__ = ["SystemHeap", "SystemHeapBuffer"]
+__all__ = ["SYSTEM_HEAP", "SystemHeap", "SystemHeapBuffer"]
+
+SYSTEM_HEAP: Key[DmaHeap] = Key("system_heap")
+"""``/dev/dma_heap/system`` of a kernel (where the spec has dma-heaps)."""
 
 ORDERS = (8, 4, 0)
 HIGH_ORDER_GFP = (

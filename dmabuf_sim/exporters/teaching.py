@@ -32,7 +32,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from attrs import define, field
 
-from ..device import DmaDataDirection, SgTable
+from ..device import (
+    DMA_BIDIRECTIONAL,
+    Device,
+    DmaDataDirection,
+    SgTable,
+    dma_map_sgtable,
+    dma_sync_sgtable_for_cpu,
+    dma_sync_sgtable_for_device,
+    dma_unmap_sgtable,
+)
 from ..dma_buf.core import DmaBuf, DmaBufAttachment, DmaBufExportInfo, DmaBufOps, get_dma_buf
 from ..dma_buf.core import dma_buf_export as _export
 from ..dma_buf.dma_resv import DmaResvUsage
@@ -113,21 +122,15 @@ class SimpleExporter(DmaBufOps):
             raise
 
     def map_dma_buf(self, attach: DmaBufAttachment, direction: DmaDataDirection) -> SgTable:
-        from ..device import dma_map_sgtable
-
         buf: SimpleBuffer = attach.dmabuf.priv
         sgt = SgTable([(buf.first_pfn, buf.npages)])
         dma_map_sgtable(attach.dev, sgt, direction)
         return sgt
 
     def unmap_dma_buf(self, attach: DmaBufAttachment, sgt: SgTable, d: DmaDataDirection) -> None:
-        from ..device import dma_unmap_sgtable
-
         dma_unmap_sgtable(attach.dev, sgt, d)
 
     def begin_cpu_access(self, dmabuf: DmaBuf, *args: Any) -> int:
-        from ..device import DMA_BIDIRECTIONAL, Device, dma_sync_sgtable_for_cpu
-
         buf: SimpleBuffer = dmabuf.priv
         dma_sync_sgtable_for_cpu(
             Device(dmabuf.kernel, "cpu-sync"),
@@ -137,8 +140,6 @@ class SimpleExporter(DmaBufOps):
         return 0
 
     def end_cpu_access(self, dmabuf: DmaBuf, *args: Any) -> int:
-        from ..device import DMA_BIDIRECTIONAL, Device, dma_sync_sgtable_for_device
-
         buf: SimpleBuffer = dmabuf.priv
         dma_sync_sgtable_for_device(
             Device(dmabuf.kernel, "cpu-sync"),

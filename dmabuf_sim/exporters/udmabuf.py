@@ -48,9 +48,11 @@ from ..dma_buf.core import (
     dma_buf_fd,
     dma_buf_put,
 )
-from ..errors import KernelError
+from ..errors import KernelError, Signal
 from ..fs import File, FileOperations, fput
-from ..mm.memory import get_page, put_page, vmf_insert_pfn
+from ..fs_file import fget
+from ..kstate import Key
+from ..mm.memory import get_page, put_page, user_access, vmf_insert_pfn
 from ..mm.page_alloc import PAGE_MASK, PAGE_SHIFT
 from ..mm.shmem import (
     F_SEAL_FUTURE_WRITE,
@@ -72,7 +74,6 @@ from ..mm.vma import (
     VmOperationsStruct,
 )
 from ..mm.vmalloc import vmap, vunmap
-from ..syscalls import fget
 from ..trace import kernel_function
 from ..uaccess import copy_from_user
 from ..uapi import UDMABUF_CREATE, UDMABUF_CREATE_LIST, UDMABUF_FLAGS_CLOEXEC, UdmabufCreate
@@ -80,7 +81,10 @@ from ..uapi import UDMABUF_CREATE, UDMABUF_CREATE_LIST, UDMABUF_FLAGS_CLOEXEC, U
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
-__all__ = ["Udmabuf", "UdmabufDriver"]
+__all__ = ["UDMABUF", "Udmabuf", "UdmabufDriver"]
+
+UDMABUF: Key[UdmabufDriver] = Key("udmabuf")
+"""The ``/dev/udmabuf`` driver of a kernel (where the spec has udmabuf)."""
 
 SIZE_LIMIT_MB = 64  # module parameter size_limit_mb
 LIST_LIMIT = 1024  # module parameter list_limit
@@ -142,6 +146,7 @@ class UdmabufOps(DmaBufOps):
 
     @kernel_function("vunmap_udmabuf", file="drivers/dma-buf/udmabuf.c")
     def vunmap(self, dmabuf: DmaBuf, map: IosysMap) -> None:
+        assert map.vaddr is not None  # the core BUG()s on a NULL map before calling us
         vunmap(map.vaddr)
 
     @kernel_function("begin_cpu_udmabuf", file="drivers/dma-buf/udmabuf.c")
@@ -328,9 +333,6 @@ def _copy_from_user_bytes(kernel: Kernel, arg: Any, offset: int, n: int) -> byte
     if isinstance(arg, (bytes, bytearray)):
         return bytes(arg[offset : offset + n]) if len(arg) >= offset + n else -errno.EFAULT
     if isinstance(arg, int) and not isinstance(arg, bool) and arg > 0 and kernel.current:
-        from ..errors import Signal
-        from ..mm.memory import user_access
-
         try:
             return user_access(kernel.current.mm, arg + offset, n, write=False)
         except Signal:

@@ -58,6 +58,7 @@ from ..dma_buf.dma_resv import DmaResvUsage, dma_resv_usage_rw
 from ..dma_buf.mmap import dma_buf_mmap
 from ..errors import KernelError, KernelOops
 from ..jiffies import HZ, TICK_NSEC, jiffies
+from ..kstate import Key
 from ..mm.memory import get_page, put_page, vmf_insert_pfn
 from ..mm.mmap import is_cow_mapping
 from ..mm.page_alloc import PAGE_ALIGN, PAGE_SHIFT, PAGE_SIZE
@@ -648,9 +649,7 @@ class VgemDevice:
         ret = request_module(kernel, "vgem")
         if ret:
             raise KernelError(-ret, "request_module")
-        vgem = kernel.drivers["vgem"]
-        assert isinstance(vgem, VgemDevice)
-        return vgem
+        return kernel.drivers[VGEM]
 
     def trace_name(self) -> str:
         return "vgem"
@@ -675,7 +674,7 @@ def vgem_init(kernel: Kernel, owner: Module | None = None) -> VgemDevice:
             owner=owner,
         )
     else:
-        from .vgem_gem import (
+        from .vgem_gem import (  # noqa: PLC0415  # cycle: vgem_gem.py uses the helpers here
             vgem_gem_dumb_create,
             vgem_mmap,
             vgem_prime_import_sg_table,
@@ -699,11 +698,15 @@ def vgem_init(kernel: Kernel, owner: Module | None = None) -> VgemDevice:
     return vgem
 
 
+VGEM: Key[VgemDevice] = Key("vgem")
+"""The vgem device of a kernel, while the vgem module is loaded."""
+
+
 def vgem_module_init(mod: Module) -> int:
     """``module_init(vgem_init)``: the driver's state hangs off its module."""
     vgem = vgem_init(mod.kernel, owner=mod)
     mod.private = vgem
-    mod.kernel.drivers["vgem"] = vgem
+    mod.kernel.drivers.add(VGEM, vgem)
     return 0
 
 
@@ -713,8 +716,7 @@ def vgem_exit(mod: Module) -> None:
     vgem = mod.private
     assert isinstance(vgem, VgemDevice)
     drm_dev_unregister(vgem.drm)
-    if mod.kernel.drivers.get("vgem") is vgem:
-        del mod.kernel.drivers["vgem"]
+    mod.kernel.drivers.remove(VGEM, vgem)
 
 
-__all__ += ["DRM_GEM_SHMEM_FUNCS", "DRM_GEM_SHMEM_VM_OPS", "vgem_exit", "vgem_init"]
+__all__ += ["DRM_GEM_SHMEM_FUNCS", "DRM_GEM_SHMEM_VM_OPS", "VGEM", "vgem_exit", "vgem_init"]

@@ -73,6 +73,7 @@ from .drm_gem import (
     drm_gem_vm_open,
 )
 from .drm_prime import drm_prime_gem_destroy
+from .vgem import drm_gem_get_pages, drm_gem_put_pages
 
 if TYPE_CHECKING:
     from ..dma_buf.core import DmaBufAttachment
@@ -150,8 +151,6 @@ VGEM_GEM_VM_OPS = VmOperationsStruct(
 
 def _pin_pages(bo: DrmVgemGemObject) -> list[int]:
     """``vgem_pin_pages``: the first pin reads every page in (``drm_gem_get_pages``)."""
-    from .vgem import drm_gem_get_pages
-
     if bo.pages_pin_count == 0:
         bo.pages = drm_gem_get_pages(bo)
     bo.pages_pin_count += 1
@@ -161,8 +160,6 @@ def _pin_pages(bo: DrmVgemGemObject) -> list[int]:
 
 def _unpin_pages(bo: DrmVgemGemObject) -> None:
     """``vgem_unpin_pages``: the last unpin puts the pages back."""
-    from .vgem import drm_gem_put_pages
-
     bo.pages_pin_count -= 1
     if bo.pages_pin_count == 0 and bo.pages is not None:
         drm_gem_put_pages(bo, bo.pages)

@@ -42,13 +42,18 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
+from ..fs_open import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, vfs_fallocate
 from ..trace import kernel_function
+from .memory import handle_mm_fault
+from .mmap import split_vma, zap_vma_range
 from .page_alloc import PAGE_ALIGN, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
 from .pgtable import pte_write
+from .shmem import is_shmem_file
 from .vma import (
     FAULT_FLAG_WRITE,
     VM_DONTCOPY,
     VM_DONTDUMP,
+    VM_FAULT_ERROR,
     VM_HUGETLB,
     VM_IO,
     VM_LOCKED,
@@ -299,13 +304,13 @@ def madvise_update_vma(
             err = ops.may_split(vma, start)
             if err:
                 return err
-        mm.split_vma(vma, start, new_below=True)
+        split_vma(mm, vma, start, new_below=True)
     if end < vma.vm_end:
         if ops is not None and ops.may_split is not None:
             err = ops.may_split(vma, end)
             if err:
                 return err
-        mm.split_vma(vma, end, new_below=False)
+        split_vma(mm, vma, end, new_below=False)
     vma.vm_flags = new_flags
     return 0
 
@@ -328,15 +333,13 @@ def madvise_dontneed_free(
         if vma.vm_ops is not None:  # !vma_is_anonymous
             return -errno.EINVAL
         return 0  # lazily freeable: an idle machine never reclaims them
-    mm.zap_vma_range(vma, start, end, even_cows=True)  # zap_page_range_single
+    zap_vma_range(mm, vma, start, end, even_cows=True)  # zap_page_range_single
     return 0
 
 
 @kernel_function("madvise_remove", file="mm/madvise.c")
 def madvise_remove(vma: VmAreaStruct, start: int, end: int) -> int:
     """Punch a hole in the vma's file: ``vfs_fallocate(PUNCH_HOLE|KEEP_SIZE)``."""
-    from ..fs_open import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, vfs_fallocate
-
     if vma.vm_flags & VM_LOCKED:
         return -errno.EINVAL
     f = vma.vm_file
@@ -358,9 +361,6 @@ def madvise_populate(mm: MmStruct, start: int, end: int, write: bool) -> int:
     a fault would SIGBUS/SIGSEGV, ``ENOMEM`` for a hole; pages faulted before the
     error stay faulted.
     """
-    from .memory import handle_mm_fault
-    from .vma import VM_FAULT_ERROR
-
     addr = start
     while addr < end:
         vma = mm.vma_lookup(addr)
@@ -393,7 +393,6 @@ def madvise_collapse(vma: VmAreaStruct, start: int, end: int) -> int:
     fits = -(-vma.vm_start // HPAGE_PMD_SIZE) * HPAGE_PMD_SIZE + HPAGE_PMD_SIZE <= vma.vm_end
     if not fits:
         return -errno.EINVAL
-    from .shmem import is_shmem_file
 
     if vma.vm_file is not None and not is_shmem_file(vma.vm_file):
         return -errno.EINVAL  # only regular files of filesystems with large folios

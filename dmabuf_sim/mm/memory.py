@@ -113,7 +113,7 @@ def put_page(kernel: Kernel, page: Page) -> None:
 
 
 def _is_cow(vma: VmAreaStruct) -> bool:
-    from .mmap import is_cow_mapping
+    from .vma import is_cow_mapping
 
     return is_cow_mapping(vma.vm_flags)
 

@@ -34,8 +34,10 @@ from attrs import define, field
 from ..errors import KernelOops
 from ..fs import FMODE_READ, FMODE_WRITE, File, fput, get_file, path_noexec
 from ..trace import kernel_function
+from .memory import zap_pte_range
 from .page_alloc import PAGE_ALIGN, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, ULONG_MAX
 from .pgtable import PageTable, vm_get_page_prot
+from .shmem import shmem_zero_setup
 from .vma import (
     VM_ACCOUNT,
     VM_EXEC,
@@ -51,6 +53,7 @@ from .vma import (
     VM_WRITE,
     VmAreaStruct,
     VmOperationsStruct,
+    is_cow_mapping,
     vm_area_dup,
 )
 
@@ -129,11 +132,6 @@ def calc_vm_prot_bits(prot: int) -> int:
 
 def calc_vm_flag_bits(flags: int) -> int:
     return (VM_GROWSDOWN if flags & MAP_GROWSDOWN else 0) | (VM_LOCKED if flags & MAP_LOCKED else 0)
-
-
-def is_cow_mapping(vm_flags: int) -> bool:
-    """``is_cow_mapping``: private and may be written."""
-    return (vm_flags & (VM_SHARED | VM_MAYWRITE)) == VM_MAYWRITE
 
 
 def is_err_value(addr: int) -> bool:
@@ -395,303 +393,335 @@ class MmStruct:
         if high > self._free_area_cache:
             assert high - MMAP_MIN_ADDR <= self._cached_hole_size
 
-    # -- do_mmap --------------------------------------------------------------
-    @kernel_function("do_mmap", file="mm/mmap.c")
+    # -- the entry points as methods, for callers written before they moved out ------
+    # The kernel's functions are the module-level ones below (traced there); these only
+    # forward to them.
     def do_mmap(
         self, file: File | None, addr: int, length: int, prot: int, flags: int, pgoff: int
     ) -> int:
-        """``do_mmap``: the address of the new mapping, or ``-errno``."""
-        spec = self.kernel.spec
-        if not length:
-            return -errno.EINVAL
-        if spec.has_map_fixed_noreplace and flags & MAP_FIXED_NOREPLACE:
-            flags |= MAP_FIXED
-        if not flags & MAP_FIXED:
-            # round_hint_to_min: the hint is first rounded *down* to a page, so a
-            # hint below one page means "no hint" at all.
-            addr &= PAGE_MASK
-            if addr and addr < MMAP_MIN_ADDR:
-                addr = PAGE_ALIGN(MMAP_MIN_ADDR)
-        length = PAGE_ALIGN(length)
-        if not length:
-            return -errno.ENOMEM
-        if pgoff + (length >> PAGE_SHIFT) > ULONG_MAX:  # unsigned wrap (R5)
-            return -errno.EOVERFLOW
-        if self.map_count > SYSCTL_MAX_MAP_COUNT:
-            return -errno.ENOMEM
-        addr = self.get_unmapped_area(file, addr, length, flags)
-        if is_err_value(addr):
-            return addr
-        noreplace = spec.has_map_fixed_noreplace and flags & MAP_FIXED_NOREPLACE
-        if noreplace and self.vmas_in(addr, addr + length):
-            return -errno.EEXIST
-        vm_flags = (
-            calc_vm_prot_bits(prot)
-            | calc_vm_flag_bits(flags)
-            | VM_MAYREAD
-            | VM_MAYWRITE
-            | VM_MAYEXEC
-        )
-        # MAP_LOCKED: can_do_mlock() and mlock_future_ok() pass for the simulated
-        # processes, which run as root (CAP_IPC_LOCK): RLIMIT_MEMLOCK is never in the way
-        if file is not None:
-            inode = file.f_inode
-            if spec.vfs_file_mmap_ok and not _file_mmap_ok(file, pgoff, length):
-                return -errno.EOVERFLOW
-            map_type = flags & MAP_TYPE
-            if map_type == MAP_SHARED and spec.has_map_shared_validate:
-                flags &= LEGACY_MAP_MASK  # unknown flags are silently dropped
-            if map_type in (MAP_SHARED, MAP_SHARED_VALIDATE) and (
-                map_type == MAP_SHARED or spec.has_map_shared_validate
-            ):
-                # Only kernels with MAP_SHARED_VALIDATE (4.15+) validate flags; before
-                # that, do_mmap_pgoff ignored unknown bits (3.4 has no EOPNOTSUPP).
-                if spec.has_map_shared_validate and flags & ~LEGACY_MAP_MASK:
-                    return -errno.EOPNOTSUPP
-                if prot & PROT_WRITE and not file.f_mode & FMODE_WRITE:
-                    return -errno.EACCES  # R7
-                if inode.append_only and file.f_mode & FMODE_WRITE:
-                    return -errno.EACCES
-                vm_flags |= VM_SHARED | VM_MAYSHARE
-                if not file.f_mode & FMODE_WRITE:
-                    vm_flags &= ~(VM_MAYWRITE | VM_SHARED)
-                map_type = MAP_PRIVATE  # fall through
-            if map_type == MAP_PRIVATE:
-                if not file.f_mode & FMODE_READ:
-                    return -errno.EACCES  # R8
-                if path_noexec(file):
-                    # SB_I_NOEXEC (the dma-buf fs since 6de2aeffabaa, latest): no
-                    # executable mapping now, and none later (VM_MAYEXEC goes, so
-                    # mprotect(PROT_EXEC) fails EACCES)
-                    if vm_flags & VM_EXEC:
-                        return -errno.EPERM
-                    vm_flags &= ~VM_MAYEXEC
-                if file.f_op.mmap is None:
-                    return -errno.ENODEV  # R10
-                if vm_flags & VM_GROWSDOWN:
-                    return -errno.EINVAL
-            else:
-                return -errno.EINVAL  # R9
-        else:
-            # The anonymous branch knows only MAP_SHARED and MAP_PRIVATE: there is
-            # no MAP_SHARED_VALIDATE case, so map type 3 is EINVAL on every kernel.
-            map_type = flags & MAP_TYPE
-            if map_type == MAP_SHARED:
-                if vm_flags & VM_GROWSDOWN:
-                    return -errno.EINVAL
-                pgoff = 0
-                vm_flags |= VM_SHARED | VM_MAYSHARE
-            elif map_type == MAP_PRIVATE:
-                pgoff = addr >> PAGE_SHIFT
-            else:
-                return -errno.EINVAL
-        if flags & MAP_NORESERVE:
-            vm_flags |= VM_NORESERVE
-        return self.mmap_region(file, addr, length, vm_flags, pgoff)
+        return do_mmap(self, file, addr, length, prot, flags, pgoff)
 
-    # -- mmap_region ----------------------------------------------------------
-    @kernel_function("mmap_region", file="mm/mmap.c")
     def mmap_region(
         self, file: File | None, addr: int, length: int, vm_flags: int, pgoff: int
     ) -> int:
-        """``mmap_region``: build (or merge) the vma, call ``f_op->mmap``, link it."""
-        spec = self.kernel.spec
-        end = addr + length
-        # Old mappings in the way are unmapped before ->mmap.  6.12 detaches them
-        # first, but for a file mapping it zaps their PTEs and calls their ->close
-        # before ->mmap (vms_clean_up_area), so a failure still leaves a hole:
-        # the outcome is the same as the older unmap-first order modelled here.
-        if self.vmas_in(addr, end) and self.do_munmap(addr, length) < 0:
-            return -errno.ENOMEM
-        if is_cow_mapping(vm_flags) and vm_flags & VM_WRITE:
-            vm_flags |= VM_ACCOUNT  # accountable_mapping (no commit limit is modelled)
+        return mmap_region(self, file, addr, length, vm_flags, pgoff)
 
-        merged = self._try_merge_new(file, addr, end, vm_flags, pgoff)
-        if merged is not None:
-            return addr
-
-        vma = VmAreaStruct(
-            self,
-            addr,
-            end,
-            vm_flags,
-            vm_get_page_prot(vm_flags),
-            pgoff,
-            vm_ops=VmOperationsStruct(owner="dummy_vm_ops") if spec.vma_init_dummy_vm_ops else None,
-        )
-        if file is not None:
-            vma.vm_file = get_file(file)
-            error = self.call_mmap(file, vma)
-            if error:
-                # unmap_and_free_vma:
-                if spec.mmap_region_error_fputs == "vm_file":
-                    if vma.vm_file is not None:
-                        fput(vma.vm_file)
-                else:
-                    fput(file)  # <= 5.10: the original file, whatever vm_file now holds (R23)
-                vma.vm_file = None
-                self.unmap_region(vma, vma.vm_start, vma.vm_end)
-                return error
-            if vma.vm_start != addr:
-                raise KernelOops("mmap_region", "driver changed vma->vm_start in ->mmap")
-            addr = vma.vm_start
-            if vma.vm_flags & VM_LOCKED and vma.vm_flags & spec.vm_special_flags:
-                # __mmap_complete: special mappings (every PFN-mapped dma-buf) are never
-                # mlocked; VM_LOCKED goes again (vm_flags_clear(vma, VM_LOCKED_MASK))
-                vma.vm_flags &= ~VM_LOCKED
-        elif vm_flags & VM_SHARED:
-            from .shmem import shmem_zero_setup
-
-            error = shmem_zero_setup(vma)
-            if error:
-                return error
-        else:
-            vma.vm_ops = None  # vma_set_anonymous
-        self.vma_link(vma)
-        return addr
-
-    @kernel_function("call_mmap", file="include/linux/fs.h")
-    def call_mmap(self, file: File, vma: VmAreaStruct) -> int:
-        assert file.f_op.mmap is not None
-        return file.f_op.mmap(file, vma)
-
-    def _try_merge_new(
-        self, file: File | None, addr: int, end: int, vm_flags: int, pgoff: int
-    ) -> VmAreaStruct | None:
-        """The "attempt to expand an old mapping" step, before any ``->mmap`` (R35)."""
-        spec = self.kernel.spec
-        if vm_flags & spec.vm_special_flags:
-            return None
-        if file is None and vm_flags & VM_SHARED:
-            return None  # a new shmem object each time: never mergeable
-        prev, nxt = self.prev_next(addr, end)
-        npages = (end - addr) >> PAGE_SHIFT
-        can_prev = (
-            prev is not None
-            and prev.vm_end == addr
-            and _is_mergeable(prev, vm_flags, file)
-            and prev.vm_pgoff + prev.pages() == pgoff
-        )
-        can_next = (
-            nxt is not None
-            and nxt.vm_start == end
-            and _is_mergeable(nxt, vm_flags, file)
-            and pgoff + npages == nxt.vm_pgoff
-        )
-        if can_prev and prev is not None:
-            if can_next and nxt is not None:
-                new_end = nxt.vm_end
-                self._remove_merged(nxt)
-            else:
-                new_end = end
-            self.vma_adjust(prev, prev.vm_start, new_end, prev.vm_pgoff)
-            if self.kernel.tracer.enabled:
-                self.kernel.tracer.event("vma_merge", f"expanded {prev.trace_name()}")
-            return prev
-        if can_next and nxt is not None:
-            self.vma_adjust(nxt, addr, nxt.vm_end, pgoff)
-            if self.kernel.tracer.enabled:
-                self.kernel.tracer.event("vma_merge", f"expanded {nxt.trace_name()}")
-            return nxt
-        return None
-
-    def _remove_merged(self, vma: VmAreaStruct) -> None:
-        self.vma_unlink(vma)
-        if vma.vm_file is not None:
-            fput(vma.vm_file)
-
-    # -- munmap ---------------------------------------------------------------
-    @kernel_function("do_munmap", file="mm/mmap.c")
     def do_munmap(self, start: int, length: int) -> int:
-        """``do_munmap``: split at the edges (``may_split`` may veto), then unmap (R19)."""
-        if start & ~PAGE_MASK or start > TASK_SIZE or length > TASK_SIZE - start:
-            return -errno.EINVAL
-        length = PAGE_ALIGN(length)
-        end = start + length
-        if length == 0:
-            return -errno.EINVAL
-        if not self.vmas_in(start, end):
-            return 0
-        err = self._split_edges(start, end, may_fail=True)
-        if err:
-            return err
-        doomed = self.vmas_in(start, end)
-        for vma in doomed:
-            self.vma_unlink(vma)
-        for vma in doomed:
-            self.unmap_region(vma, vma.vm_start, vma.vm_end)
-        for vma in doomed:
-            self.remove_vma(vma)
-        return 0
+        return do_munmap(self, start, length)
 
-    def _split_edges(self, start: int, end: int, *, may_fail: bool) -> int:
-        # As in do_vmi_align_munmap (and 3.x do_munmap): split the start edge, then
-        # the end edge, each after its own ->may_split.  A veto at the end edge
-        # returns with the start edge already split; the kernel does not undo it.
-        for at in (start, end):
-            vma = self.vma_lookup(at - 1 if at == end else at)
-            if vma is None or not vma.vm_start < at < vma.vm_end:
-                continue
-            ops = vma.vm_ops
-            if may_fail and ops is not None and ops.may_split is not None:
-                err = ops.may_split(vma, at)
-                if err:
-                    return err
-            self.split_vma(vma, at, new_below=at == start)
-        return 0
-
-    @kernel_function("__split_vma", file="mm/vma.c")
     def split_vma(self, vma: VmAreaStruct, addr: int, *, new_below: bool) -> VmAreaStruct:
-        """Split ``vma`` at ``addr``; the new vma gets a file reference and ``->open``.
+        return split_vma(self, vma, addr, new_below=new_below)
 
-        With ``new_below`` the new vma is the part below ``addr`` (and the old
-        vma keeps the top); otherwise the new vma is the top part.
-        """
-        delta = (addr - vma.vm_start) >> PAGE_SHIFT
-        new = vm_area_dup(vma)
-        if new_below:
-            new.vm_end = addr
-            self.vma_adjust(vma, addr, vma.vm_end, vma.vm_pgoff + delta)
-        else:
-            new.vm_start = addr
-            new.vm_pgoff += delta
-            self.vma_adjust(vma, vma.vm_start, addr, vma.vm_pgoff)
-        if new.vm_file is not None:
-            get_file(new.vm_file)
-        if new.vm_ops is not None and new.vm_ops.open is not None:
-            new.vm_ops.open(new)
-        self.vma_link(new)
-        return new
-
-    @kernel_function("remove_vma", file="mm/vma.c")
-    def remove_vma(self, vma: VmAreaStruct) -> None:
-        """``vm_ops->close`` then ``fput(vm_file)``."""
-        if vma.vm_ops is not None and vma.vm_ops.close is not None:
-            vma.vm_ops.close(vma)
-        if vma.vm_file is not None:
-            fput(vma.vm_file)
-
-    @kernel_function("unmap_region", file="mm/mmap.c")
     def unmap_region(self, vma: VmAreaStruct, start: int, end: int) -> None:
-        self.zap_vma_range(vma, start, end, even_cows=True)
+        unmap_region(self, vma, start, end)
 
     def zap_vma_range(self, vma: VmAreaStruct, start: int, end: int, *, even_cows: bool) -> int:
-        """Remove the present PTEs of ``[start, end)``; returns how many went."""
-        from .memory import zap_pte_range
+        return zap_vma_range(self, vma, start, end, even_cows=even_cows)
 
-        return zap_pte_range(self, vma, start, end, even_cows=even_cows)
-
-    # -- teardown -------------------------------------------------------------
-    @kernel_function("exit_mmap", file="mm/mmap.c")
     def exit_mmap(self) -> None:
-        """Tear down every vma (process exit)."""
-        vmas = list(self._vmas)
-        for vma in vmas:
-            self.vma_unlink(vma)
-            self.unmap_region(vma, vma.vm_start, vma.vm_end)
-        for vma in vmas:
-            self.remove_vma(vma)
-        self.dead = True
+        exit_mmap(self)
+
+
+# -- do_mmap --------------------------------------------------------------
+@kernel_function("do_mmap", file="mm/mmap.c", hide_first=True)
+def do_mmap(
+    mm: MmStruct, file: File | None, addr: int, length: int, prot: int, flags: int, pgoff: int
+) -> int:
+    """``do_mmap``: the address of the new mapping, or ``-errno``."""
+    spec = mm.kernel.spec
+    if not length:
+        return -errno.EINVAL
+    if spec.has_map_fixed_noreplace and flags & MAP_FIXED_NOREPLACE:
+        flags |= MAP_FIXED
+    if not flags & MAP_FIXED:
+        # round_hint_to_min: the hint is first rounded *down* to a page, so a
+        # hint below one page means "no hint" at all.
+        addr &= PAGE_MASK
+        if addr and addr < MMAP_MIN_ADDR:
+            addr = PAGE_ALIGN(MMAP_MIN_ADDR)
+    length = PAGE_ALIGN(length)
+    if not length:
+        return -errno.ENOMEM
+    if pgoff + (length >> PAGE_SHIFT) > ULONG_MAX:  # unsigned wrap (R5)
+        return -errno.EOVERFLOW
+    if mm.map_count > SYSCTL_MAX_MAP_COUNT:
+        return -errno.ENOMEM
+    addr = mm.get_unmapped_area(file, addr, length, flags)
+    if is_err_value(addr):
+        return addr
+    noreplace = spec.has_map_fixed_noreplace and flags & MAP_FIXED_NOREPLACE
+    if noreplace and mm.vmas_in(addr, addr + length):
+        return -errno.EEXIST
+    vm_flags = (
+        calc_vm_prot_bits(prot) | calc_vm_flag_bits(flags) | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
+    )
+    # MAP_LOCKED: can_do_mlock() and mlock_future_ok() pass for the simulated
+    # processes, which run as root (CAP_IPC_LOCK): RLIMIT_MEMLOCK is never in the way
+    if file is not None:
+        inode = file.f_inode
+        if spec.vfs_file_mmap_ok and not _file_mmap_ok(file, pgoff, length):
+            return -errno.EOVERFLOW
+        map_type = flags & MAP_TYPE
+        if map_type == MAP_SHARED and spec.has_map_shared_validate:
+            flags &= LEGACY_MAP_MASK  # unknown flags are silently dropped
+        if map_type in (MAP_SHARED, MAP_SHARED_VALIDATE) and (
+            map_type == MAP_SHARED or spec.has_map_shared_validate
+        ):
+            # Only kernels with MAP_SHARED_VALIDATE (4.15+) validate flags; before
+            # that, do_mmap_pgoff ignored unknown bits (3.4 has no EOPNOTSUPP).
+            if spec.has_map_shared_validate and flags & ~LEGACY_MAP_MASK:
+                return -errno.EOPNOTSUPP
+            if prot & PROT_WRITE and not file.f_mode & FMODE_WRITE:
+                return -errno.EACCES  # R7
+            if inode.append_only and file.f_mode & FMODE_WRITE:
+                return -errno.EACCES
+            vm_flags |= VM_SHARED | VM_MAYSHARE
+            if not file.f_mode & FMODE_WRITE:
+                vm_flags &= ~(VM_MAYWRITE | VM_SHARED)
+            map_type = MAP_PRIVATE  # fall through
+        if map_type == MAP_PRIVATE:
+            if not file.f_mode & FMODE_READ:
+                return -errno.EACCES  # R8
+            if path_noexec(file):
+                # SB_I_NOEXEC (the dma-buf fs since 6de2aeffabaa, latest): no
+                # executable mapping now, and none later (VM_MAYEXEC goes, so
+                # mprotect(PROT_EXEC) fails EACCES)
+                if vm_flags & VM_EXEC:
+                    return -errno.EPERM
+                vm_flags &= ~VM_MAYEXEC
+            if file.f_op.mmap is None:
+                return -errno.ENODEV  # R10
+            if vm_flags & VM_GROWSDOWN:
+                return -errno.EINVAL
+        else:
+            return -errno.EINVAL  # R9
+    else:
+        # The anonymous branch knows only MAP_SHARED and MAP_PRIVATE: there is
+        # no MAP_SHARED_VALIDATE case, so map type 3 is EINVAL on every kernel.
+        map_type = flags & MAP_TYPE
+        if map_type == MAP_SHARED:
+            if vm_flags & VM_GROWSDOWN:
+                return -errno.EINVAL
+            pgoff = 0
+            vm_flags |= VM_SHARED | VM_MAYSHARE
+        elif map_type == MAP_PRIVATE:
+            pgoff = addr >> PAGE_SHIFT
+        else:
+            return -errno.EINVAL
+    if flags & MAP_NORESERVE:
+        vm_flags |= VM_NORESERVE
+    return mmap_region(mm, file, addr, length, vm_flags, pgoff)
+
+
+# -- mmap_region ----------------------------------------------------------
+@kernel_function("mmap_region", file="mm/mmap.c", hide_first=True)
+def mmap_region(
+    mm: MmStruct, file: File | None, addr: int, length: int, vm_flags: int, pgoff: int
+) -> int:
+    """``mmap_region``: build (or merge) the vma, call ``f_op->mmap``, link it."""
+    spec = mm.kernel.spec
+    end = addr + length
+    # Old mappings in the way are unmapped before ->mmap.  6.12 detaches them
+    # first, but for a file mapping it zaps their PTEs and calls their ->close
+    # before ->mmap (vms_clean_up_area), so a failure still leaves a hole:
+    # the outcome is the same as the older unmap-first order modelled here.
+    if mm.vmas_in(addr, end) and do_munmap(mm, addr, length) < 0:
+        return -errno.ENOMEM
+    if is_cow_mapping(vm_flags) and vm_flags & VM_WRITE:
+        vm_flags |= VM_ACCOUNT  # accountable_mapping (no commit limit is modelled)
+
+    merged = _try_merge_new(mm, file, addr, end, vm_flags, pgoff)
+    if merged is not None:
+        return addr
+
+    vma = VmAreaStruct(
+        mm,
+        addr,
+        end,
+        vm_flags,
+        vm_get_page_prot(vm_flags),
+        pgoff,
+        vm_ops=VmOperationsStruct(owner="dummy_vm_ops") if spec.vma_init_dummy_vm_ops else None,
+    )
+    if file is not None:
+        vma.vm_file = get_file(file)
+        error = call_mmap(file, vma)
+        if error:
+            # unmap_and_free_vma:
+            if spec.mmap_region_error_fputs == "vm_file":
+                if vma.vm_file is not None:
+                    fput(vma.vm_file)
+            else:
+                fput(file)  # <= 5.10: the original file, whatever vm_file now holds (R23)
+            vma.vm_file = None
+            unmap_region(mm, vma, vma.vm_start, vma.vm_end)
+            return error
+        if vma.vm_start != addr:
+            raise KernelOops("mmap_region", "driver changed vma->vm_start in ->mmap")
+        addr = vma.vm_start
+        if vma.vm_flags & VM_LOCKED and vma.vm_flags & spec.vm_special_flags:
+            # __mmap_complete: special mappings (every PFN-mapped dma-buf) are never
+            # mlocked; VM_LOCKED goes again (vm_flags_clear(vma, VM_LOCKED_MASK))
+            vma.vm_flags &= ~VM_LOCKED
+    elif vm_flags & VM_SHARED:
+        error = shmem_zero_setup(vma)
+        if error:
+            return error
+    else:
+        vma.vm_ops = None  # vma_set_anonymous
+    mm.vma_link(vma)
+    return addr
+
+
+@kernel_function("call_mmap", file="include/linux/fs.h")
+def call_mmap(file: File, vma: VmAreaStruct) -> int:
+    assert file.f_op.mmap is not None
+    return file.f_op.mmap(file, vma)
+
+
+def _try_merge_new(
+    mm: MmStruct, file: File | None, addr: int, end: int, vm_flags: int, pgoff: int
+) -> VmAreaStruct | None:
+    """The "attempt to expand an old mapping" step, before any ``->mmap`` (R35)."""
+    spec = mm.kernel.spec
+    if vm_flags & spec.vm_special_flags:
+        return None
+    if file is None and vm_flags & VM_SHARED:
+        return None  # a new shmem object each time: never mergeable
+    prev, nxt = mm.prev_next(addr, end)
+    npages = (end - addr) >> PAGE_SHIFT
+    can_prev = (
+        prev is not None
+        and prev.vm_end == addr
+        and _is_mergeable(prev, vm_flags, file)
+        and prev.vm_pgoff + prev.pages() == pgoff
+    )
+    can_next = (
+        nxt is not None
+        and nxt.vm_start == end
+        and _is_mergeable(nxt, vm_flags, file)
+        and pgoff + npages == nxt.vm_pgoff
+    )
+    if can_prev and prev is not None:
+        if can_next and nxt is not None:
+            new_end = nxt.vm_end
+            _remove_merged(mm, nxt)
+        else:
+            new_end = end
+        mm.vma_adjust(prev, prev.vm_start, new_end, prev.vm_pgoff)
+        if mm.kernel.tracer.enabled:
+            mm.kernel.tracer.event("vma_merge", f"expanded {prev.trace_name()}")
+        return prev
+    if can_next and nxt is not None:
+        mm.vma_adjust(nxt, addr, nxt.vm_end, pgoff)
+        if mm.kernel.tracer.enabled:
+            mm.kernel.tracer.event("vma_merge", f"expanded {nxt.trace_name()}")
+        return nxt
+    return None
+
+
+def _remove_merged(mm: MmStruct, vma: VmAreaStruct) -> None:
+    mm.vma_unlink(vma)
+    if vma.vm_file is not None:
+        fput(vma.vm_file)
+
+
+# -- munmap ---------------------------------------------------------------
+@kernel_function("do_munmap", file="mm/mmap.c", hide_first=True)
+def do_munmap(mm: MmStruct, start: int, length: int) -> int:
+    """``do_munmap``: split at the edges (``may_split`` may veto), then unmap (R19)."""
+    if start & ~PAGE_MASK or start > TASK_SIZE or length > TASK_SIZE - start:
+        return -errno.EINVAL
+    length = PAGE_ALIGN(length)
+    end = start + length
+    if length == 0:
+        return -errno.EINVAL
+    if not mm.vmas_in(start, end):
+        return 0
+    err = _split_edges(mm, start, end, may_fail=True)
+    if err:
+        return err
+    doomed = mm.vmas_in(start, end)
+    for vma in doomed:
+        mm.vma_unlink(vma)
+    for vma in doomed:
+        unmap_region(mm, vma, vma.vm_start, vma.vm_end)
+    for vma in doomed:
+        remove_vma(vma)
+    return 0
+
+
+def _split_edges(mm: MmStruct, start: int, end: int, *, may_fail: bool) -> int:
+    # As in do_vmi_align_munmap (and 3.x do_munmap): split the start edge, then
+    # the end edge, each after its own ->may_split.  A veto at the end edge
+    # returns with the start edge already split; the kernel does not undo it.
+    for at in (start, end):
+        vma = mm.vma_lookup(at - 1 if at == end else at)
+        if vma is None or not vma.vm_start < at < vma.vm_end:
+            continue
+        ops = vma.vm_ops
+        if may_fail and ops is not None and ops.may_split is not None:
+            err = ops.may_split(vma, at)
+            if err:
+                return err
+        split_vma(mm, vma, at, new_below=at == start)
+    return 0
+
+
+@kernel_function("__split_vma", file="mm/vma.c", hide_first=True)
+def split_vma(mm: MmStruct, vma: VmAreaStruct, addr: int, *, new_below: bool) -> VmAreaStruct:
+    """Split ``vma`` at ``addr``; the new vma gets a file reference and ``->open``.
+
+    With ``new_below`` the new vma is the part below ``addr`` (and the old
+    vma keeps the top); otherwise the new vma is the top part.
+    """
+    delta = (addr - vma.vm_start) >> PAGE_SHIFT
+    new = vm_area_dup(vma)
+    if new_below:
+        new.vm_end = addr
+        mm.vma_adjust(vma, addr, vma.vm_end, vma.vm_pgoff + delta)
+    else:
+        new.vm_start = addr
+        new.vm_pgoff += delta
+        mm.vma_adjust(vma, vma.vm_start, addr, vma.vm_pgoff)
+    if new.vm_file is not None:
+        get_file(new.vm_file)
+    if new.vm_ops is not None and new.vm_ops.open is not None:
+        new.vm_ops.open(new)
+    mm.vma_link(new)
+    return new
+
+
+@kernel_function("remove_vma", file="mm/vma.c")
+def remove_vma(vma: VmAreaStruct) -> None:
+    """``vm_ops->close`` then ``fput(vm_file)``."""
+    if vma.vm_ops is not None and vma.vm_ops.close is not None:
+        vma.vm_ops.close(vma)
+    if vma.vm_file is not None:
+        fput(vma.vm_file)
+
+
+@kernel_function("unmap_region", file="mm/mmap.c", hide_first=True)
+def unmap_region(mm: MmStruct, vma: VmAreaStruct, start: int, end: int) -> None:
+    zap_vma_range(mm, vma, start, end, even_cows=True)
+
+
+def zap_vma_range(mm: MmStruct, vma: VmAreaStruct, start: int, end: int, *, even_cows: bool) -> int:
+    """Remove the present PTEs of ``[start, end)``; returns how many went."""
+    return zap_pte_range(mm, vma, start, end, even_cows=even_cows)
+
+
+# -- teardown -------------------------------------------------------------
+@kernel_function("exit_mmap", file="mm/mmap.c", hide_first=True)
+def exit_mmap(mm: MmStruct) -> None:
+    """Tear down every vma (process exit)."""
+    vmas = mm.vmas
+    for vma in vmas:
+        mm.vma_unlink(vma)
+        unmap_region(mm, vma, vma.vm_start, vma.vm_end)
+    for vma in vmas:
+        remove_vma(vma)
+    mm.dead = True
 
 
 def _is_mergeable(vma: VmAreaStruct, vm_flags: int, file: File | None) -> bool:

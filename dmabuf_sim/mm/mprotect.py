@@ -27,6 +27,7 @@ from .mmap import (
     PROT_SEM,
     PROT_WRITE,
     calc_vm_prot_bits,
+    split_vma,
 )
 from .page_alloc import PAGE_ALIGN, PAGE_MASK, PAGE_SHIFT
 from .pgtable import _PAGE_RW, pte_modify, vm_get_page_prot
@@ -102,13 +103,13 @@ def mprotect_fixup(mm: MmStruct, vma: VmAreaStruct, start: int, end: int, newfla
             err = ops.may_split(vma, start)
             if err:
                 return err
-        mm.split_vma(vma, start, new_below=True)
+        split_vma(mm, vma, start, new_below=True)
     if end < vma.vm_end:
         if ops is not None and ops.may_split is not None:
             err = ops.may_split(vma, end)
             if err:
                 return err
-        mm.split_vma(vma, end, new_below=False)
+        split_vma(mm, vma, end, new_below=False)
     vma.vm_flags = newflags
     cache = vma.vm_page_prot & _CACHE_BITS
     vma.vm_page_prot = (vm_get_page_prot(newflags) & ~_CACHE_BITS) | cache

@@ -46,7 +46,8 @@ from typing import TYPE_CHECKING
 
 from ..fs import get_file
 from ..trace import kernel_function
-from .mmap import MAP_FIXED, MAP_SHARED, TASK_SIZE
+from .gup import mm_populate
+from .mmap import MAP_FIXED, MAP_SHARED, TASK_SIZE, do_munmap
 from .page_alloc import PAGE_ALIGN, PAGE_MASK, PAGE_SHIFT, ULONG_MAX
 from .vma import (
     VM_DONTEXPAND,
@@ -72,8 +73,6 @@ def _populate(mm: MmStruct, start: int, length: int) -> None:
     """``mm_populate`` of what a ``VM_LOCKED`` vma gained."""
     owner = mm.owner
     if owner is not None and length > 0:
-        from ..syscalls import mm_populate
-
         mm_populate(owner, start, length)
 
 
@@ -105,7 +104,7 @@ def do_mremap(
         return mremap_to(mm, addr, old_len, new_addr, new_len, flags)
     if old_len >= new_len:
         if old_len > new_len:
-            ret = mm.do_munmap(addr + new_len, old_len - new_len)
+            ret = do_munmap(mm, addr + new_len, old_len - new_len)
             if ret:
                 return ret
         return addr
@@ -158,7 +157,7 @@ def _do_mremap_vrm(
     if old_len == new_len:
         return addr
     if old_len > new_len:
-        ret = mm.do_munmap(addr + new_len, old_len - new_len)
+        ret = do_munmap(mm, addr + new_len, old_len - new_len)
         return ret if ret else addr
     return expand_vma(mm, vma, addr, old_len, new_len, flags)
 
@@ -267,11 +266,11 @@ def mremap_to(
     if flags & MREMAP_FIXED:
         # "VMA is moved to dst address, and munmap dst first."  A failure below leaves
         # this hole: the kernel does not undo it.
-        ret = mm.do_munmap(new_addr, new_len)
+        ret = do_munmap(mm, new_addr, new_len)
         if ret:
             return ret
     if old_len > new_len:
-        ret = mm.do_munmap(addr + new_len, old_len - new_len)
+        ret = do_munmap(mm, addr + new_len, old_len - new_len)
         if ret:
             return ret
         old_len = new_len
@@ -382,7 +381,7 @@ def move_vma(
         vma.vm_flags &= ~VM_LOCKED
         return new_addr
     if old_len:
-        ret = mm.do_munmap(addr, old_len)
+        ret = do_munmap(mm, addr, old_len)
         if ret:
             return ret
     if vm_flags & VM_LOCKED and new_len > old_len:

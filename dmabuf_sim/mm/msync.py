@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
+from ..fs_sync import vfs_fsync_range
 from ..trace import kernel_function
 from .page_alloc import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
 from .vma import VM_LOCKED, VM_SHARED
@@ -35,8 +36,6 @@ MS_SYNC = 4
 @kernel_function("__x64_sys_msync", file="mm/msync.c")
 def sys_msync(mm: MmStruct, start: int, length: int, flags: int) -> int:
     """``msync(start, length, flags)``: 0 or ``-errno``."""
-    from ..fs_sync import vfs_fsync_range
-
     if flags & ~(MS_ASYNC | MS_INVALIDATE | MS_SYNC):
         return -errno.EINVAL
     if start & ~PAGE_MASK:

@@ -27,9 +27,14 @@ from ..fs import (
     File,
     FileOperations,
     Inode,
+    fput,
 )
+from ..fs_open import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
+from ..fs_sync import noop_fsync
 from ..trace import kernel_function
+from ..uapi import F_ADD_SEALS, F_GET_SEALS
 from .gfp import __GFP_ZERO, GFP_HIGHUSER_MOVABLE
+from .memory import put_page, unmap_mapping_range
 from .page_alloc import PAGE_SHIFT, PAGE_SIZE, Page
 from .vma import (
     VM_FAULT_OOM,
@@ -232,9 +237,6 @@ def shmem_fallocate(file: File, mode: int, offset: int, length: int) -> int:
     someone else holds — udmabuf pins its memfd's pages — lives on for them with its
     contents: a udmabuf mapping keeps reading the old bytes while the memfd reads zeros.
     """
-    from ..fs_open import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
-    from .memory import unmap_mapping_range
-
     if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE):
         return -errno.EOPNOTSUPP
     inode = file.f_inode
@@ -262,8 +264,6 @@ def shmem_fallocate(file: File, mode: int, offset: int, length: int) -> int:
 @kernel_function("shmem_truncate_range", file="mm/shmem.c")
 def shmem_truncate_range(inode: Inode, lstart: int, lend: int) -> None:
     """Drop the page cache pages wholly inside ``[lstart, lend]``; zero the partial ones."""
-    from .memory import put_page
-
     kernel = inode.kernel
     mapping = inode.i_mapping
     first_full = -(-lstart // PAGE_SIZE)
@@ -285,7 +285,6 @@ def shmem_truncate_range(inode: Inode, lstart: int, lend: int) -> None:
 def _shmem_release(inode: Inode, file: File) -> int:
     # The inode (and its page cache) goes with its last file: every vma holds a
     # file reference, so by now nothing maps these pages through this file.
-    from .memory import put_page
 
     kernel = inode.kernel
     for _index, pfn in sorted(inode.i_mapping.pages.items()):
@@ -297,8 +296,6 @@ def _shmem_release(inode: Inode, file: File) -> int:
 
 
 def _shmem_fops() -> FileOperations:
-    from ..fs_sync import noop_fsync
-
     return FileOperations(
         owner="shmem",
         mmap=shmem_mmap,
@@ -336,8 +333,6 @@ def shmem_zero_setup(vma: VmAreaStruct) -> int:
     size = vma.vm_end - vma.vm_start
     file = shmem_file_setup(vma.kernel, "dev/zero", size)
     if vma.vm_file is not None:
-        from ..fs import fput
-
         fput(vma.vm_file)
     vma.vm_file = file
     vma.vm_ops = _shmem_vm_ops()
@@ -371,8 +366,6 @@ def memfd_create(kernel: Kernel, name: str, flags: int) -> File | int:
 @kernel_function("memfd_fcntl", file="mm/memfd.c")
 def memfd_fcntl(file: File, cmd: int, arg: int) -> int:
     """``F_ADD_SEALS`` / ``F_GET_SEALS``."""
-    from ..uapi import F_ADD_SEALS, F_GET_SEALS
-
     priv = file.f_inode.i_private
     info = priv if is_shmem_file(file) and isinstance(priv, ShmemInfo) else None
     if cmd == F_GET_SEALS:
@@ -400,8 +393,6 @@ def memfd_fcntl(file: File, cmd: int, arg: int) -> int:
 @kernel_function("shmem_setattr", file="mm/shmem.c")
 def shmem_truncate(file: File, length: int) -> int:
     """``ftruncate`` on a shmem file, honouring F_SEAL_SHRINK / F_SEAL_GROW."""
-    from .memory import put_page, unmap_mapping_range
-
     inode = file.f_inode
     info = inode.i_private
     seals = info.seals if isinstance(info, ShmemInfo) else 0

@@ -53,6 +53,7 @@ __all__ = [
     "VmAreaStruct",
     "VmFault",
     "VmOperationsStruct",
+    "is_cow_mapping",
     "vm_area_dup",
     "vm_flags_str",
     "vma_pages",
@@ -212,6 +213,11 @@ def vm_area_dup(orig: VmAreaStruct, mm: MmStruct | None = None) -> VmAreaStruct:
     if kernel.instruments:
         kernel.emit("vma_dup", orig, new)
     return new
+
+
+def is_cow_mapping(vm_flags: int) -> bool:
+    """``is_cow_mapping`` (include/linux/mm.h): private and may be written."""
+    return (vm_flags & (VM_SHARED | VM_MAYWRITE)) == VM_MAYWRITE
 
 
 def vma_pages(vma: VmAreaStruct) -> int:

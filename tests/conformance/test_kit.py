@@ -16,12 +16,16 @@ from pathlib import Path
 
 import pytest
 
+from dmabuf_sim import conformance, errors
 from dmabuf_sim.conformance import check_exporter, make_machine
 from dmabuf_sim.conformance.kit import UsageError, resolve_exporter
 from dmabuf_sim.conformance.program import check_replays
 from dmabuf_sim.conformance.programs import PROGRAMS
+from dmabuf_sim.conformance.rules import RULES
 from dmabuf_sim.conformance.sanitizers import RuleViolation
+from dmabuf_sim.dma_buf import dma_buf_put
 from dmabuf_sim.exporters.registry import EXPORTERS
+from dmabuf_sim.exporters.teaching import NoCoherency, SimpleExporter
 from dmabuf_sim.module import find_module
 from dmabuf_sim.spec import DEFAULT_SPEC, SPECS
 
@@ -78,7 +82,6 @@ def test_kit_catches_teaching_exporters_with_their_rule_and_replays(name: str, s
 
 def test_a_verdict_does_not_depend_on_the_exporter_s_name() -> None:
     """The same exporter under two names gets the same findings (the seed is fixed)."""
-    from dmabuf_sim.exporters.teaching import NoCoherency
 
     class Renamed(NoCoherency):
         pass
@@ -93,8 +96,6 @@ def test_a_verdict_does_not_depend_on_the_exporter_s_name() -> None:
 
 
 def test_every_directed_program_names_rules_from_the_catalogue() -> None:
-    from dmabuf_sim.conformance.rules import RULES
-
     for prog in PROGRAMS.values():
         assert prog.rules and set(prog.rules) <= set(RULES), prog.name
         assert prog.program()[-1].method == "teardown"
@@ -138,8 +139,6 @@ def test_first_violation_is_the_verdict_even_when_teardown_would_fail_too() -> N
 
 def test_a_detector_inside_the_simulator_becomes_a_verdict() -> None:
     """fput of a released file (refcount underflow) is SAN-REFCOUNT, never a traceback."""
-    from dmabuf_sim.dma_buf import dma_buf_put
-    from dmabuf_sim.exporters.teaching import SimpleExporter
 
     class PutsTwiceInRelease(SimpleExporter):
         def release(self, dmabuf: object) -> None:
@@ -375,3 +374,9 @@ def test_a_module_attribute_must_name_the_module() -> None:
 
     with pytest.raises(UsageError, match=r"module must be a str: the name of the kernel module"):
         resolve_exporter(Numbered)
+
+
+def test_the_kit_and_the_package_share_one_usage_error() -> None:
+    """One class for misuse of the Python API, whoever raises it; BadUsage is its old name."""
+    assert conformance.UsageError is UsageError is errors.UsageError is errors.BadUsage
+    assert issubclass(UsageError, ValueError) and issubclass(UsageError, errors.DmaBufSimError)

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from dmabuf_sim.device import (
     DMA_BIDIRECTIONAL,
+    DMA_FROM_DEVICE,
     DMA_TO_DEVICE,
     Device,
     SgTable,
@@ -40,6 +41,7 @@ from dmabuf_sim.mm.memory import (
 )
 from dmabuf_sim.mm.mmap import is_cow_mapping
 from dmabuf_sim.mm.pgtable import CACHE_WC, pgprot_writecombine
+from dmabuf_sim.mm.shmem import shmem_truncate
 from dmabuf_sim.mm.util import vma_set_file
 from dmabuf_sim.mm.vma import (
     VM_DONTDUMP,
@@ -199,7 +201,7 @@ class Lazy(Contig):
 
     def mmap(self, dmabuf: Any, vma: Any) -> int:
         if not vma.vm_flags & (VM_SHARED | VM_MAYSHARE):
-            return -22
+            return -errno.EINVAL
         vma.vm_flags |= self.vma_flags()
         vma.vm_ops = VmOperationsStruct(fault=self.fault, owner="zoo")
         vma.vm_private_data = dmabuf
@@ -222,7 +224,7 @@ class LazyPage(Contig):
 
     def mmap(self, dmabuf: Any, vma: Any) -> int:
         if not vma.vm_flags & (VM_SHARED | VM_MAYSHARE):
-            return -22
+            return -errno.EINVAL
         vma.vm_ops = VmOperationsStruct(fault=self.fault, owner="zoo")
         vma.vm_private_data = dmabuf
         return 0
@@ -313,7 +315,7 @@ class RejectsOffsets(Contig):
 
     def mmap(self, dmabuf: Any, vma: Any) -> int:
         if vma.vm_pgoff:
-            return -22
+            return -errno.EINVAL
         return super().mmap(dmabuf, vma)
 
 
@@ -324,7 +326,7 @@ class OwnBoundsOffByOne(Contig):
 
     def mmap(self, dmabuf: Any, vma: Any) -> int:
         if vma.vm_pgoff + (vma.vm_end - vma.vm_start) // P >= len(dmabuf.priv.pfns):
-            return -22
+            return -errno.EINVAL
         return super().mmap(dmabuf, vma)
 
 
@@ -751,8 +753,6 @@ class ShootFreesPagesOnRelease(Shoot):
     INTENDED = "SAN-STALE-READ"
 
     def release(self, dmabuf: Any) -> None:
-        from dmabuf_sim.mm.shmem import shmem_truncate
-
         buf: ShootdownBuffer = dmabuf.priv
         shmem_truncate(buf.filp, 0)
         super().release(dmabuf)
@@ -849,7 +849,7 @@ class EndAlwaysFails(Scatter):
 
     def end_cpu_access(self, dmabuf: Any, *args: Any) -> int:
         super().end_cpu_access(dmabuf, *args)
-        return -22
+        return -errno.EINVAL
 
 
 class BeginRefusesReads(Scatter):
@@ -858,10 +858,8 @@ class BeginRefusesReads(Scatter):
     INTENDED = "R44"
 
     def begin_cpu_access(self, dmabuf: Any, *args: Any) -> int:
-        from dmabuf_sim.device import DMA_FROM_DEVICE
-
         if args[-1] == DMA_FROM_DEVICE:
-            return -22
+            return -errno.EINVAL
         return super().begin_cpu_access(dmabuf, *args)
 
 
@@ -1019,7 +1017,7 @@ class RefusesCoherentDevices(Scatter):
     def attach(self, dmabuf: Any, *args: Any) -> int:
         attachment = args[-1]
         if attachment.dev.coherent and attachment.dev.name != "kit-probe":
-            return -16
+            return -errno.EBUSY
         return super().attach(dmabuf, *args)
 
 

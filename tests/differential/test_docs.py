@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dmabuf_sim.cli import build_parser, main
+from dmabuf_sim.differential.script import parse_script
 
 ROOT = Path(__file__).parents[2]
 DOC = ROOT / "docs" / "differential.md"
@@ -61,8 +62,6 @@ def test_every_command_on_the_page_parses() -> None:
 
 
 def test_the_scripts_on_the_page_parse() -> None:
-    from dmabuf_sim.differential.script import parse_script
-
     scripts = _blocks("syscalls")
     assert scripts
     for info, body in scripts:

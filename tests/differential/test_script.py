@@ -21,6 +21,7 @@ from dmabuf_sim.differential.script import (
     digest,
     eval_bytes,
     eval_int,
+    eval_str,
     load_script,
     normalise_expectation,
     parse_script,
@@ -90,7 +91,6 @@ def test_strings_escapes_and_interpolation() -> None:
     path = st_.statements[1].args[0]
     assert isinstance(path, Str)
     assert path.parts == (b"/proc/self/fd/", Name("$b"), b"A\n$x")
-    from dmabuf_sim.differential.script import eval_str
 
     assert eval_str(path, {"$b": 7}) == b"/proc/self/fd/7A\n$x"
 

@@ -16,6 +16,7 @@ from dmabuf_sim.dma_buf import (
     dma_buf_detach,
     dma_buf_map_attachment,
     dma_buf_map_attachment_unlocked,
+    dma_buf_put,
     dma_buf_unmap_attachment,
     dma_buf_unmap_attachment_unlocked,
 )
@@ -135,8 +136,6 @@ def test_detach_foreign_attachment_warns_since_6_2(kit: SimpleNamespace, spec: s
 def test_release_with_attachments_warns_since_5_15(kit: SimpleNamespace, spec: str) -> None:
     """§4.1: releasing a buffer that still has attachments WARNs after ops->release (added in
     5.15 to dma_buf_release); the 3.x f_op->release just calls ops->release and frees."""
-    from dmabuf_sim.dma_buf import dma_buf_put
-
     env, dev = env_dev(kit, spec)
     dma_buf_attach(env.dmabuf, dev)
     dma_buf_put(env.dmabuf)

@@ -10,8 +10,11 @@ from types import SimpleNamespace
 import pytest
 
 from dmabuf_sim.dma_buf import dma_buf_fd, dma_buf_get, dma_buf_put, get_dma_buf
+from dmabuf_sim.dma_buf.dma_fence import DmaFence
+from dmabuf_sim.dma_buf.sync_file import sync_file_create
 from dmabuf_sim.errors import KernelError
 from dmabuf_sim.fs import FileOperations
+from dmabuf_sim.fs_file import fd_install, get_unused_fd_flags
 
 ALL = ["rfc-2012", "v3.4", "v3.5", "v6.1", "v6.12", "latest"]
 MAPPABLE = ["v3.5", "v6.1", "v6.12", "latest"]  # mmap(2) works (no ENODEV, no R61 oops)
@@ -135,10 +138,6 @@ def test_r15_get_on_non_dmabuf_fd_is_einval_and_keeps_refcount(
 @pytest.mark.parametrize("spec", ["v3.5", "v6.1", "v6.12", "latest"])
 def test_r15_get_on_a_sync_file_fd_is_einval(kit: SimpleNamespace, spec: str) -> None:
     """R15: another anon-inode file (on old specs even the same inode) is still not a dma-buf."""
-    from dmabuf_sim.dma_buf.dma_fence import DmaFence
-    from dmabuf_sim.dma_buf.sync_file import sync_file_create
-    from dmabuf_sim.syscalls import fd_install, get_unused_fd_flags
-
     env = kit.new_env(spec)
     k, p = env.kernel, env.proc
     with k.running(p):

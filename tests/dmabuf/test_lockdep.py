@@ -17,7 +17,7 @@ from dmabuf_sim import Kernel
 from dmabuf_sim.conformance.sanitizers import World
 from dmabuf_sim.exporters.registry import kernel_side
 from dmabuf_sim.exporters.teaching import SimpleExporter
-from dmabuf_sim.lockdep import LOCK_ORDER, held
+from dmabuf_sim.lockdep import LOCK_ORDER, held, lock_release
 from dmabuf_sim.uaccess import copy_from_user
 from dmabuf_sim.uapi import DmaBufSync
 
@@ -93,8 +93,6 @@ def test_lock_order_constant_matches_the_primed_order() -> None:
 
 def test_releasing_a_lock_not_held_is_recorded_as_bad_unlock_balance() -> None:
     """lockdep warns ("bad unlock balance detected!") and the kernel goes on (R58)."""
-    from dmabuf_sim.lockdep import lock_release
-
     k = Kernel("v6.12")
     with held(k, "mmap_lock"):
         assert k.held_locks == ["mmap_lock"]

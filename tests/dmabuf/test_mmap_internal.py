@@ -11,9 +11,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from dmabuf_sim.dma_buf import dma_buf_fd
 from dmabuf_sim.errors import KernelOops
 from dmabuf_sim.mm.memory import unmap_mapping_range
 from dmabuf_sim.mm.pgtable import pte_pfn
+from dmabuf_sim.uapi import DMA_BUF_IOCTL_SYNC, DmaBufSync
 
 MAPPABLE = ["v3.5", "v6.1", "v6.12", "latest"]
 MODERN = ["v6.1", "v6.12", "latest"]
@@ -221,8 +223,6 @@ def _two_buffers(kit: SimpleNamespace, spec: str) -> SimpleNamespace:
         exp = kit.TestExporter(k, 4 * PAGE, mode="fault")
         db = kit.export(k, exp, 4 * PAGE)
         with k.running(p):
-            from dmabuf_sim.dma_buf import dma_buf_fd
-
             fd = dma_buf_fd(db, 0)
         addr = p.mmap(0, 4 * PAGE, RW, SHARED, fd, 0)
         p.read_memory(addr, 1)
@@ -339,8 +339,6 @@ def test_readonly_export_shared_mapping_is_read_only(kit: SimpleNamespace, spec:
 def test_r62_linux_3_4_in_one_go(kit: SimpleNamespace) -> None:
     """R62: in Linux 3.4 proper, mmap fails ENODEV, lseek ESPIPE and a dma-buf ioctl ENOTTY,
     while the fd itself works (fdinfo, dup, close releases once)."""
-    from dmabuf_sim.uapi import DMA_BUF_IOCTL_SYNC, DmaBufSync
-
     env = kit.new_env("v3.4", 4 * PAGE)
     p = env.proc
     errs = []

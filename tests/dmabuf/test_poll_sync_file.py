@@ -8,10 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from dmabuf_sim.dma_buf import DmaFence, DmaResvUsage, dma_fence_signal
+from dmabuf_sim.dma_buf import DmaFence, DmaResvUsage, dma_buf_fd, dma_fence_signal
 from dmabuf_sim.uapi import (
     DMA_BUF_IOCTL_EXPORT_SYNC_FILE,
     DMA_BUF_IOCTL_IMPORT_SYNC_FILE,
+    DMA_BUF_IOCTL_SYNC,
     DMA_BUF_SYNC_READ,
     DMA_BUF_SYNC_RW,
     DMA_BUF_SYNC_WRITE,
@@ -25,6 +26,7 @@ from dmabuf_sim.uapi import (
     POLLWRNORM,
     DmaBufExportSyncFile,
     DmaBufImportSyncFile,
+    DmaBufSync,
 )
 
 OLD = ["rfc-2012", "v3.4", "v3.5"]
@@ -263,7 +265,6 @@ def test_r51_import_adds_an_implicit_fence(
     sfd = export_sf(src, DMA_BUF_SYNC_READ)
     k = src.kernel
     dst = kit.export(k, kit.TestExporter(k, 4096), 4096)
-    from dmabuf_sim.dma_buf import dma_buf_fd
 
     with k.running(src.proc):
         dfd = dma_buf_fd(dst, 0)
@@ -302,9 +303,6 @@ def test_r51_import_of_a_fence_array_adds_every_fence_and_waits_for_all(
 ) -> None:
     """§4.5: IMPORT_SYNC_FILE unwraps fence containers and adds each fence; a SYNC_START on
     the importing buffer then waits for the latest of them (and each one is signalled)."""
-    from dmabuf_sim.dma_buf import dma_buf_fd
-    from dmabuf_sim.uapi import DMA_BUF_IOCTL_SYNC, DmaBufSync
-
     src = kit.new_env(spec)
     k = src.kernel
     fences = [DmaFence(k, f"ring{i}", 1, completes_at=t) for i, t in enumerate((70, 250, 40))]

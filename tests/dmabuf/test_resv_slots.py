@@ -20,7 +20,18 @@ from dmabuf_sim.dma_buf.device_jobs import attach_fence, device_job
 from dmabuf_sim.exporters.registry import EXPORTERS
 from dmabuf_sim.process import Process
 from dmabuf_sim.spec import SPECS
-from dmabuf_sim.uapi import DMA_BUF_IOCTL_SYNC, DMA_BUF_SYNC_WRITE, POLLIN, POLLOUT, DmaBufSync
+from dmabuf_sim.uapi import (
+    DMA_BUF_IOCTL_SYNC,
+    DMA_BUF_SYNC_WRITE,
+    DRM_IOCTL_MODE_CREATE_DUMB,
+    DRM_IOCTL_VGEM_FENCE_ATTACH,
+    POLLIN,
+    POLLOUT,
+    VGEM_FENCE_WRITE,
+    DmaBufSync,
+    DrmModeCreateDumb,
+    DrmVgemFenceAttach,
+)
 
 MS = 1_000_000
 USAGES, SLOTS = True, False
@@ -94,14 +105,6 @@ def test_a_shared_fence_replaces_its_context_whatever_its_seqno(
 @pytest.mark.parametrize("usages", [USAGES, SLOTS])
 def test_vgem_conflict_check_agrees_in_both_forms(usages: bool) -> None:
     """vgem's EBUSY check tests "all" for a writer and the writer for a reader."""
-    from dmabuf_sim.uapi import (
-        DRM_IOCTL_MODE_CREATE_DUMB,
-        DRM_IOCTL_VGEM_FENCE_ATTACH,
-        VGEM_FENCE_WRITE,
-        DrmModeCreateDumb,
-        DrmVgemFenceAttach,
-    )
-
     k = Kernel(SPECS["v6.12"].replace(dma_resv_usages=usages))
     p = k.spawn("igt")
     card = p.open("/dev/dri/card0", os.O_RDWR)

@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from dmabuf_sim.dma_buf import dma_buf_attach, dma_buf_get, dma_buf_put, get_dma_buf
+from dmabuf_sim.dma_buf import (
+    dma_buf_attach,
+    dma_buf_detach,
+    dma_buf_fd,
+    dma_buf_get,
+    dma_buf_put,
+    get_dma_buf,
+)
 from dmabuf_sim.mm.mmap import MAP_ANONYMOUS, MAP_PRIVATE
 from dmabuf_sim.uapi import DMA_BUF_SET_NAME, DMA_BUF_SET_NAME_A, DMA_BUF_SET_NAME_B
 
@@ -114,8 +121,6 @@ def test_r48_rename_allowed_while_attached(kit: SimpleNamespace, spec: str) -> N
 def test_r48_what_if_ebusy_when_attached(kit: SimpleNamespace) -> None:
     """R48's history as a custom spec: with set_name_ebusy_when_attached the rename is refused
     with EBUSY while a device is attached and allowed again after detach."""
-    from dmabuf_sim.dma_buf import dma_buf_detach
-
     env = kit.new_env(kit.custom("v6.1", set_name_ebusy_when_attached=True))
     att = dma_buf_attach(env.dmabuf, kit.Device(env.kernel, "gpu"))
     assert set_name_err(env, "busy") == errno.EBUSY
@@ -208,7 +213,6 @@ def test_r49_exp_name_is_the_exporters(kit: SimpleNamespace, spec: str) -> None:
     k = kit.make_kernel(spec)
     p = k.spawn()
     db = kit.export(k, kit.TestExporter(k, PAGE), PAGE, exp_name="system")
-    from dmabuf_sim.dma_buf import dma_buf_fd
 
     with k.running(p):
         fd = dma_buf_fd(db, 0)

@@ -19,7 +19,15 @@ from hypothesis import strategies as st
 
 from dmabuf_sim import Kernel, uapi
 from dmabuf_sim.exporters.registry import EXPORTERS
-from dmabuf_sim.uapi import DMA_BUF_IOCTL_IMPORT_SYNC_FILE, DmaBufImportSyncFile, UapiStruct
+from dmabuf_sim.uaccess import copy_from_user, copy_to_user
+from dmabuf_sim.uapi import (
+    DMA_BUF_IOCTL_IMPORT_SYNC_FILE,
+    DmaBufExportSyncFile,
+    DmaBufImportSyncFile,
+    DmaBufSync,
+    DmaHeapAllocationData,
+    UapiStruct,
+)
 
 STRUCTS = sorted(
     (
@@ -113,9 +121,6 @@ def test_signed_fd_of_2_31_reaches_the_kernel_as_a_negative_fd() -> None:
 def test_a_struct_of_another_type_is_read_and_written_as_its_bytes() -> None:
     """In C any pointer is memory: a struct of the wrong type is read as its bytes, and
     the kernel's copy-out writes over them as far as the object reaches (EFAULT past it)."""
-    from dmabuf_sim.uaccess import copy_from_user, copy_to_user
-    from dmabuf_sim.uapi import DmaBufExportSyncFile, DmaBufSync, DmaHeapAllocationData
-
     k = Kernel("latest")
     other = DmaBufExportSyncFile(flags=5, fd=0)
     got = copy_from_user(k, other, DmaBufSync)

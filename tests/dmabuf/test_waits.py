@@ -30,7 +30,7 @@ from dmabuf_sim.dma_buf.device_jobs import (
     interrupt_at,
     signal_at,
 )
-from dmabuf_sim.dma_buf.dma_fence import dma_fence_get_status
+from dmabuf_sim.dma_buf.dma_fence import dma_fence_array_create, dma_fence_get_status
 from dmabuf_sim.errors import ERESTARTSYS, KernelOops, TaskHung
 from dmabuf_sim.exporters.registry import EXPORTERS
 from dmabuf_sim.jiffies import HZ, MAX_SCHEDULE_TIMEOUT, TICK_NSEC, msecs_to_jiffies
@@ -246,8 +246,6 @@ def test_device_job_helpers_validate_their_arguments() -> None:
 
 
 def test_fence_array_error_is_the_first_component_error() -> None:
-    from dmabuf_sim.dma_buf.dma_fence import dma_fence_array_create
-
     k = Kernel("v6.12", load_drivers=False)
     a, b = device_job(k, 10), device_job(k, None, context="b")
     array = dma_fence_array_create(k, [a, b])

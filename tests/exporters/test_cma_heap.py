@@ -20,6 +20,7 @@ import pytest
 from dmabuf_sim import Kernel, Process
 from dmabuf_sim.dma_buf.core import DmaBuf
 from dmabuf_sim.errors import BUS_ADRERR, SIGBUS, KernelOops
+from dmabuf_sim.mm.mmap import MAP_FIXED
 from dmabuf_sim.mm.pgtable import pte_pfn, pte_special
 from dmabuf_sim.mm.vma import VM_DONTDUMP, VM_DONTEXPAND, VM_IO, VM_MIXEDMAP, VM_PFNMAP
 from dmabuf_sim.spec import SPECS, Spec
@@ -228,8 +229,6 @@ def test_r35_v61_adjacent_mmap_past_the_end_merges_and_skips_the_bounds_check() 
     the contiguous pgoff is merged into it before ->mmap would run — so
     dma_buf_mmap_internal never rejects page 4 of a 4-page buffer, and touching it hits
     the off-by-one (R34)."""
-    from dmabuf_sim.mm.mmap import MAP_FIXED
-
     k, p, fd, _d = _buffer(V61_0)
     addr = p.mmap(0, 4 * PAGE, RW, mmap.MAP_SHARED, fd, 0)
     past = p.mmap(addr + 4 * PAGE, PAGE, RW, mmap.MAP_SHARED | MAP_FIXED, fd, 4 * PAGE)
@@ -245,8 +244,6 @@ def test_r35_v61_adjacent_mmap_past_the_end_merges_and_skips_the_bounds_check() 
 def test_r35_pfnmap_vmas_never_merge_so_the_bounds_check_runs(spec: str) -> None:
     """R35/R1 (6.8+): VM_PFNMAP|VM_DONTEXPAND make the vma unmergeable: the same mmap reaches
     dma_buf_mmap_internal and fails EINVAL; a legal adjacent mapping stays a second vma."""
-    from dmabuf_sim.mm.mmap import MAP_FIXED
-
     _k, p, fd, _d = _buffer(spec)
     addr = p.mmap(0, 2 * PAGE, RW, mmap.MAP_SHARED, fd, 0)
     with pytest.raises(OSError) as ei:

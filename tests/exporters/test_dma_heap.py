@@ -19,6 +19,7 @@ import pytest
 
 from dmabuf_sim import Kernel, Process
 from dmabuf_sim.dma_buf.core import DmaBuf
+from dmabuf_sim.mm.vma import VM_MAYSHARE, VM_MAYWRITE, VM_SHARED
 from dmabuf_sim.uapi import (
     _IO,
     _IOR,
@@ -151,8 +152,6 @@ def test_r7_rdonly_heap_buffer_cannot_be_mapped_shared_writable(heap: str, spec:
     """R7: an O_RDONLY heap buffer has F_GETFL accmode 0; PROT_WRITE|MAP_SHARED → EACCES,
     leaving nothing mapped; PROT_READ|MAP_SHARED works without VM_SHARED/VM_MAYWRITE and
     mprotect(PROT_WRITE) on it fails EACCES."""
-    from dmabuf_sim.mm.vma import VM_MAYSHARE, VM_MAYWRITE, VM_SHARED
-
     _k, p, h = _setup(spec, heap)
     fd = _alloc(p, h, 2 * PAGE, os.O_RDONLY)
     assert p.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == 0

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from dmabuf_sim import Kernel, Process
 from dmabuf_sim.dma_buf.core import DmaBuf
 from dmabuf_sim.errors import BUS_ADRERR, SIGBUS
+from dmabuf_sim.mm.mmap import MAP_FIXED
 from dmabuf_sim.mm.pgtable import pte_pfn, pte_special
 from dmabuf_sim.mm.shmem import (
     F_SEAL_FUTURE_WRITE,
@@ -413,8 +414,6 @@ def test_r35_v61_adjacent_mmap_past_the_end_merges_then_sigbus() -> None:
     contiguous pgoff merges into it without ->mmap (the size check never runs); udmabuf's
     own ``pgoff >= pagecount`` check then turns the access into SIGBUS.  On v6.12 the
     PFNMAP vma does not merge and the same mmap fails EINVAL (R1)."""
-    from dmabuf_sim.mm.mmap import MAP_FIXED
-
     for spec in ("v6.1", "v6.12"):
         env = Env(spec)
         _memfd, fd = env.buffer(2)

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from dmabuf_sim import Kernel
+from dmabuf_sim.drivers.simmem import SIMMEM
 from dmabuf_sim.fs import File, FileOperations
 from dmabuf_sim.mm.memory import get_page
 from dmabuf_sim.mm.vma import VM_FAULT_SIGBUS, VmAreaStruct, VmFault, VmOperationsStruct
@@ -180,7 +181,7 @@ def snapshot(kernel: Kernel) -> dict[str, Any]:
             for v in f.f_mapping.i_mmap
         )
     mem = kernel.mem
-    simmem = kernel.drivers.get("simmem")
+    simmem = kernel.drivers.get(SIMMEM)
     return {
         "procs": procs,
         "files": file_state,

@@ -23,10 +23,12 @@ from dmabuf_sim.mm.mmap import (
     MAP_NONBLOCK,
     MAP_POPULATE,
     MAP_SHARED_VALIDATE,
+    do_mmap,
 )
 from dmabuf_sim.mm.page_alloc import PAGE_SHIFT
 from dmabuf_sim.mm.pgtable import pte_pfn, pte_write
 from dmabuf_sim.mm.vma import (
+    VM_DONTEXPAND,
     VM_IO,
     VM_MAYSHARE,
     VM_MAYWRITE,
@@ -103,8 +105,8 @@ def test_r5_pgoff_wrap_eoverflow_via_kernel_face(spec: str) -> None:
     k, p, fd = setup(spec)
     file = p.file(fd)
     with k.running(p):
-        assert p.mm.do_mmap(file, 0, 2 * PAGE, R, SH, 2**64 - 1) == -errno.EOVERFLOW
-        assert p.mm.do_mmap(file, 0, PAGE, R, SH, 2**64 - 1) == -errno.EOVERFLOW
+        assert do_mmap(p.mm, file, 0, 2 * PAGE, R, SH, 2**64 - 1) == -errno.EOVERFLOW
+        assert do_mmap(p.mm, file, 0, PAGE, R, SH, 2**64 - 1) == -errno.EOVERFLOW
     assert p.mm.map_count == 0
     assert file.f_count == 1
 
@@ -496,8 +498,6 @@ def test_r35_adjacent_mmap_merges_without_calling_mmap(
 def test_r35_no_merge_calls_mmap(
     make_driver: Callable[..., Any], plain_mmap: Any, variant: str
 ) -> None:
-    from dmabuf_sim.mm.vma import VM_DONTEXPAND
-
     k = Kernel("v6.12")
 
     def mmap_fn(d: Any, file: Any, vma: Any) -> int:

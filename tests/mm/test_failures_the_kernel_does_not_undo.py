@@ -16,11 +16,15 @@ from typing import Any
 import pytest
 
 from dmabuf_sim import Kernel, Process
+from dmabuf_sim.mm.shmem import F_SEAL_SHRINK, MFD_ALLOW_SEALING
 from dmabuf_sim.uapi import (
     DMA_HEAP_IOCTL_ALLOC,
     DRM_IOCTL_MODE_CREATE_DUMB,
+    F_ADD_SEALS,
+    UDMABUF_CREATE,
     DmaHeapAllocationData,
     DrmModeCreateDumb,
+    UdmabufCreate,
 )
 
 PAGE = 4096
@@ -129,9 +133,6 @@ def test_udmabuf_create_out_of_memory_leaves_the_pages_it_read_in_the_memfd(spec
     (shmem_read_mapping_page) and pinned; when memory runs out part-way, the pins are
     dropped and ENOMEM returned, but the pages read stay in the page cache: they belong
     to the memfd now, and closing it gives them back."""
-    from dmabuf_sim.mm.shmem import F_SEAL_SHRINK, MFD_ALLOW_SEALING
-    from dmabuf_sim.uapi import F_ADD_SEALS, UDMABUF_CREATE, UdmabufCreate
-
     k = Kernel(spec, ram_pages=1 << 13)
     p = k.spawn()
     free = k.mem.nr_free_pages() - k.mem.nr_free_cma_pages()

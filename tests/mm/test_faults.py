@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from dmabuf_sim import SIGBUS, SIGSEGV, Kernel
+from dmabuf_sim import SIGBUS, SIGSEGV, Kernel, KernelOops
 from dmabuf_sim.mm.page_alloc import PAGE_SHIFT
 from dmabuf_sim.mm.pgtable import pte_pfn, pte_write
 from dmabuf_sim.mm.vma import VmOperationsStruct
@@ -280,8 +280,6 @@ def test_anonymous_read_maps_zero_page_then_write_allocates() -> None:
 
 def test_fault_handler_returning_nothing_is_an_oops(make_driver: Callable[..., Any]) -> None:
     """->fault returning 0 without vmf->page cannot be mapped: a kernel bug, not an errno."""
-    from dmabuf_sim import KernelOops
-
     k = Kernel("v6.12")
 
     def bad(d: Any, file: Any, vma: Any) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 from collections.abc import Callable
@@ -73,7 +74,6 @@ def test_r18_fork_copies_fd_table_and_cloexec() -> None:
     assert child.pid != p.pid and child.comm == p.comm
     assert child.file(fd) is p.file(fd) and child.file(fd2) is p.file(fd2)
     assert p.file(fd).f_count == 2
-    import fcntl
 
     assert child.fcntl(fd, fcntl.F_GETFD) == fcntl.FD_CLOEXEC
     assert child.fcntl(fd2, fcntl.F_GETFD) == 0

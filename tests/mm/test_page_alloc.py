@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from dmabuf_sim import Kernel, KernelOops
 from dmabuf_sim.errors import SIGKILL, OutOfMemory
+from dmabuf_sim.exporters.registry import EXPORTERS
 from dmabuf_sim.mm.gfp import __GFP_NOWARN, __GFP_ZERO, GFP_KERNEL, gfp_name
 from dmabuf_sim.mm.memory import get_page, put_page
 from dmabuf_sim.mm.page_alloc import MAX_ORDER, NR_NODES
@@ -70,8 +71,6 @@ def test_one_failed_huge_heap_allocation_costs_no_capacity() -> None:
     """Issue 15 item 1: a 1 TiB DMA_HEAP_IOCTL_ALLOC is ENOMEM, and afterwards the machine
     has exactly the free pages it had before; anonymous memory, vgem, udmabuf and the
     shoot-down exporter all still get pages."""
-    from dmabuf_sim.exporters.registry import EXPORTERS
-
     k = Kernel("v6.12", ram_pages=SMALL)
     p = k.spawn("app")
     heap = p.open("/dev/dma_heap/system", os.O_RDONLY)

@@ -6,6 +6,7 @@ udmabuf wraps sealed memfds and MAP_SHARED|MAP_ANONYMOUS is shmem underneath.
 from __future__ import annotations
 
 import errno
+import fcntl
 import mmap
 import os
 from collections.abc import Callable
@@ -42,7 +43,6 @@ def test_memfd_create_basics() -> None:
     k = Kernel("v6.12")
     p = k.spawn()
     fd = p.memfd_create("name", MFD_CLOEXEC)
-    import fcntl
 
     assert p.fcntl(fd, fcntl.F_GETFD) == fcntl.FD_CLOEXEC
     assert p.fcntl(fd, fcntl.F_GETFL) == os.O_RDWR | O_LARGEFILE

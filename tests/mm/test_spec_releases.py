@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import doctest
 import errno
 import itertools
 import mmap
 import os
+from pathlib import Path
 
 import pytest
 
+import dmabuf_sim.spec
 from dmabuf_sim import Kernel
 from dmabuf_sim.exporters.registry import EXPORTERS
 from dmabuf_sim.spec import RELEASES, SPECS, Spec, parse_release
@@ -122,11 +125,6 @@ def test_executable_dmabuf_mappings_before_the_noexec_change(spec: str) -> None:
 
 def test_the_kernel_lines_page_and_the_spec_docstring_run_as_printed() -> None:
     """docs/kernel-lines.md and dmabuf_sim.spec's examples are doctests."""
-    import doctest
-    from pathlib import Path
-
-    import dmabuf_sim.spec
-
     page = Path(__file__).parents[2] / "docs" / "kernel-lines.md"
     result = doctest.testfile(str(page), module_relative=False, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 10 and result.failed == 0

@@ -7,8 +7,11 @@ import json
 import mmap
 import os
 
+import pytest
+
 from dmabuf_sim import Kernel, load_everything
-from dmabuf_sim.trace import KERNEL_FUNCTIONS, format_function_graph, format_jsonl
+from dmabuf_sim.exporters.registry import EXPORTERS
+from dmabuf_sim.trace import KERNEL_FUNCTIONS, format_function_graph, format_jsonl, kernel_function
 
 PAGE = 4096
 R, W = mmap.PROT_READ, mmap.PROT_WRITE
@@ -111,3 +114,60 @@ def test_registry_knows_the_mm_functions_and_their_files() -> None:
         ("dup_mmap", "kernel/fork.c"),
     ]:
         assert KERNEL_FUNCTIONS[name].file == path
+
+
+def test_registry_refuses_a_second_function_under_one_kernel_name() -> None:
+    """Two Python functions claiming one C name would silently hide one of them."""
+    load_everything()
+    before = dict(KERNEL_FUNCTIONS)
+
+    def do_mmap() -> None: ...
+
+    with pytest.raises(ValueError, match=r"'do_mmap' is already registered by .*own key="):
+        kernel_function("do_mmap", file="mm/mmap.c")(do_mmap)
+    assert before == KERNEL_FUNCTIONS
+
+
+def test_both_dma_buf_release_twins_are_registered_with_their_files() -> None:
+    """3.x freed the buffer in f_op->release (drivers/base/dma-buf.c); since 5.x the dentry's
+    d_release does (drivers/dma-buf/dma-buf.c): one C name, two registry entries, both traced
+    as ``dma_buf_release``."""
+    load_everything()
+    twins = sorted(
+        (info.file, info.python_location)
+        for info in KERNEL_FUNCTIONS.values()
+        if info.name == "dma_buf_release"
+    )
+    assert twins == [
+        ("drivers/base/dma-buf.c", "dmabuf_sim/dma_buf/core.py:dma_buf_release_3x"),
+        ("drivers/dma-buf/dma-buf.c", "dmabuf_sim/dma_buf/core.py:dma_buf_release"),
+    ]
+    for spec in ("v3.5", "v6.12"):
+        k = Kernel(spec)
+        p = k.spawn("tracee")
+        fd = EXPORTERS["simple"].make_fd(p, PAGE, os.O_RDWR)
+        with k.trace() as events:
+            p.close(fd)
+        assert [e.func for e in events if e.kind == "entry"].count("dma_buf_release") == 1, spec
+
+
+def test_every_registered_function_names_where_its_python_twin_lives() -> None:
+    load_everything()
+    for info in KERNEL_FUNCTIONS.values():
+        path, _, qualname = info.python_location.partition(":")
+        assert path.startswith("dmabuf_sim/") and path.endswith(".py"), info
+        assert qualname == info.qualname, info
+
+
+def test_mm_entry_points_trace_without_the_mm_and_the_old_methods_forward() -> None:
+    """do_mmap & co. are functions over mm (as in mm/mmap.c); the trace leaves the mm
+    out of their arguments, as it left out ``self`` when they were methods."""
+    k = Kernel("v6.12")
+    p = k.spawn("tracee")
+    fd = p.open("/dev/simmem", os.O_RDWR)
+    addr = p.mmap(0, 2 * PAGE, R | W, SH, fd, 0)
+    with k.trace() as events:
+        assert p.mm.do_munmap(addr, PAGE) == 0  # the method forwards to do_munmap(mm, ...)
+    entries = [e for e in events if e.kind == "entry" and e.func == "do_munmap"]
+    assert len(entries) == 1
+    assert entries[0].args == f"{addr:#x}, {PAGE:#x}"

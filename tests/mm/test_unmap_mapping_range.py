@@ -16,7 +16,7 @@ import pytest
 
 from dmabuf_sim import Kernel
 from dmabuf_sim.fs import alloc_anon_inode, alloc_file_pseudo, fput
-from dmabuf_sim.mm.memory import unmap_mapping_range
+from dmabuf_sim.mm.memory import remap_pfn_range, unmap_mapping_range
 from dmabuf_sim.mm.page_alloc import PAGE_SHIFT
 from dmabuf_sim.mm.pgtable import pte_pfn
 from dmabuf_sim.mm.util import vma_set_file
@@ -164,8 +164,6 @@ def test_even_cows_decides_private_copies(even_cows: int) -> None:
 
 
 def test_unmap_mapping_range_reaches_pfnmap_ptes(make_driver: Callable[..., Any]) -> None:
-    from dmabuf_sim.mm.memory import remap_pfn_range
-
     k = Kernel("v6.12")
 
     def mmap_fn(d: Any, file: Any, vma: Any) -> int:
