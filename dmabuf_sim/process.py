@@ -20,7 +20,7 @@ While the kernel's tracer is on, every call here is also recorded the way
 strace sees it (a ``syscall`` or ``access`` record ahead of the kernel's own
 events, see :mod:`dmabuf_sim.strace`), and instruments hear of it through
 ``on_user_call_entry(record)`` / ``on_user_call_exit(record)``.  With tracing
-off a call pays one test of a module-level set.
+off a call pays one test of the tracer's ``enabled``.
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ from .mm.memory import user_access
 from .mm.mmap import MmStruct
 from .mm.page_alloc import PAGE_SHIFT
 from .mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_WRITE
-from .trace import _ENABLED_TRACERS
 
 if TYPE_CHECKING:
     from .fs_stat import KStatfs
@@ -118,7 +117,7 @@ def _record_call(
     kernel = proc.kernel
     record = kernel.tracer.user_call(kind, name)
     record.pid, record.comm = proc.pid, proc.comm  # the caller, before it enters the kernel
-    kernel.emit("user_call_entry", record)
+    kernel.observers.emit("user_call_entry", record)
     result: Any = None
     try:
         result = call()
@@ -147,7 +146,7 @@ def _record_call(
         return result
     finally:
         record.args = strace.format_args(name, args, result)
-        kernel.emit("user_call_exit", record)
+        kernel.observers.emit("user_call_exit", record)
 
 
 def _syscall(name: str) -> Callable[[F], F]:
@@ -158,7 +157,7 @@ def _syscall(name: str) -> Callable[[F], F]:
 
         @functools.wraps(method)
         def wrapper(self: Process, *args: Any, **kwargs: Any) -> Any:
-            if not _ENABLED_TRACERS or not self.kernel.tracer.enabled:
+            if not self.kernel.tracer.enabled:
                 return method(self, *args, **kwargs)
             bound = signature.bind(self, *args, **kwargs)
             bound.apply_defaults()
@@ -425,7 +424,7 @@ class Process:
         """Load ``n`` bytes at ``addr`` as the CPU would (may raise SIGSEGV/SIGBUS)."""
         addr = _ulong("addr", addr)
         n = _count("n", n)
-        if _ENABLED_TRACERS and self.kernel.tracer.enabled:
+        if self.kernel.tracer.enabled:
             return cast(
                 bytes,
                 _record_call(
@@ -439,7 +438,7 @@ class Process:
         """Store ``data`` at ``addr`` as the CPU would (may raise SIGSEGV/SIGBUS)."""
         addr = _ulong("addr", addr)
         data = _bytes_like("data", data)
-        if _ENABLED_TRACERS and self.kernel.tracer.enabled:
+        if self.kernel.tracer.enabled:
             store = bytes(data)
             _record_call(
                 self,

@@ -141,7 +141,7 @@ def user_access(
     entries = mm.pgtable.entries
     cache = kernel.cache
     mem = kernel.mem
-    observer = kernel.access_observer
+    observers = kernel.observers
     out = bytearray()
     pos = 0
     while pos < n:
@@ -162,12 +162,12 @@ def user_access(
                 mem.write(pa, piece)
             if not pte & _PAGE_DIRTY:
                 entries[vpn] = pte | _PAGE_DIRTY
-            if observer is not None:
-                observer.cpu_access(pa, piece, True, _origin(mm, va))
+            if observers.cpu_access:
+                observers.emit("cpu_access", pa, piece, True, _origin(mm, va))
         else:
             piece = cache.load(pa, chunk) if wb else mem.read(pa, chunk)
-            if observer is not None:
-                observer.cpu_access(pa, piece, False, _origin(mm, va))
+            if observers.cpu_access:
+                observers.emit("cpu_access", pa, piece, False, _origin(mm, va))
             out += piece
         pos += chunk
     return bytes(out)
@@ -208,8 +208,8 @@ def do_user_addr_fault(mm: MmStruct, addr: int, write: bool, user: bool = True) 
         _deliver(mm, SIGSEGV(SEGV_ACCERR, addr, _pid(mm)))
     fault = handle_mm_fault(vma, addr, FAULT_FLAG_WRITE if write else 0)
     kernel = mm.kernel
-    if kernel.instruments and not fault & VM_FAULT_ERROR:
-        kernel.emit("fault", vma, addr)  # checkers see a PTE the moment it is installed
+    if kernel.observers.fault and not fault & VM_FAULT_ERROR:
+        kernel.observers.emit("fault", vma, addr)  # checkers see a PTE the moment it is installed
     if fault & VM_FAULT_ERROR:
         if fault & VM_FAULT_OOM:
             if not user:
@@ -418,10 +418,10 @@ def _copy_user_page(kernel: Kernel, dst_pfn: int, src_pfn: int) -> None:
     data = kernel.cache.load(src_pfn << PAGE_SHIFT, PAGE_SIZE)
     kernel.cache.store(dst_pfn << PAGE_SHIFT, data)
     kernel.cache.clean_range(dst_pfn << PAGE_SHIFT, PAGE_SIZE)
-    observer = kernel.access_observer
-    if observer is not None:
-        observer.cpu_access(src_pfn << PAGE_SHIFT, data, False, "kernel (COW copy)")
-        observer.cpu_access(dst_pfn << PAGE_SHIFT, data, True, "kernel (COW copy)")
+    observers = kernel.observers
+    if observers.cpu_access:
+        observers.emit("cpu_access", src_pfn << PAGE_SHIFT, data, False, "kernel (COW copy)")
+        observers.emit("cpu_access", dst_pfn << PAGE_SHIFT, data, True, "kernel (COW copy)")
 
 
 @kernel_function("do_wp_page", file="mm/memory.c")
@@ -518,8 +518,8 @@ def unmap_mapping_range(mapping: AddressSpace, holebegin: int, holelen: int, eve
         end = ((zea - vba + 1) << PAGE_SHIFT) + vma.vm_start
         n = zap_pte_range(vma.vm_mm, vma, start, end, even_cows=bool(even_cows))
         kernel = mapping.kernel
-        if kernel.instruments:
-            kernel.emit("zap", mapping, vma, start, end, n)
+        if kernel.observers.zap:
+            kernel.observers.emit("zap", mapping, vma, start, end, n)
         if tracer.enabled:
             pid = vma.vm_mm.owner.pid if vma.vm_mm.owner is not None else 0
             tracer.event(

@@ -618,9 +618,9 @@ class PhysicalMemory:
         """Hand out zeroed frames.  The kernel zeroes with CPU stores (clear_page), which
         overwrite any line a previous owner left in the CPU cache; here DRAM is cleared
         and such stale lines are dropped, so old data can never reach the new owner."""
-        observer = self.kernel.access_observer
-        if observer is not None:
-            observer.memory_reset(pfn, npages)
+        observers = self.kernel.observers
+        if observers.memory_reset:
+            observers.emit("memory_reset", pfn, npages)
         self._clear_data(pfn, npages)
         cache = getattr(self.kernel, "cache", None)  # absent while the Kernel is built
         if cache is not None and cache.lines:
