@@ -422,8 +422,11 @@ class Process:
 
     def read_memory(self, addr: int, n: int) -> bytes:
         """Load ``n`` bytes at ``addr`` as the CPU would (may raise SIGSEGV/SIGBUS)."""
-        addr = _ulong("addr", addr)
-        n = _count("n", n)
+        # A plain int in range is what _ulong and _count return unchanged: test that inline
+        if type(addr) is not int or not 0 <= addr < _U64:
+            addr = _ulong("addr", addr)
+        if type(n) is not int or not 0 <= n < _U64:
+            n = _count("n", n)
         if self.kernel.tracer.enabled:
             return cast(
                 bytes,
@@ -431,15 +434,16 @@ class Process:
                     self, "access", "read_memory", (addr, n), lambda: self._access(addr, n, None)
                 ),
             )
-        with self._enter():
-            return user_access(self.mm, addr, n, write=False)
+        return self._access(addr, n, None)
 
     def write_memory(self, addr: int, data: bytes) -> None:
         """Store ``data`` at ``addr`` as the CPU would (may raise SIGSEGV/SIGBUS)."""
-        addr = _ulong("addr", addr)
-        data = _bytes_like("data", data)
+        if type(addr) is not int or not 0 <= addr < _U64:
+            addr = _ulong("addr", addr)
+        if type(data) is not bytes:
+            data = _bytes_like("data", data)
         if self.kernel.tracer.enabled:
-            store = bytes(data)
+            store = data
             _record_call(
                 self,
                 "access",
@@ -448,12 +452,27 @@ class Process:
                 lambda: self._access(addr, len(store), store),
             )
             return
-        with self._enter():
-            user_access(self.mm, addr, len(data), write=True, data=data)
+        self._access(addr, len(data), data)
 
     def _access(self, addr: int, n: int, data: bytes | None) -> bytes:
-        with self._enter():
+        """A load (``data`` None) or store by this task.
+
+        What :meth:`_enter` does for a syscall, without its context managers (this is
+        the load/store path): the kernel runs with ``current`` set to this task, and a
+        fatal signal (the OOM killer's SIGKILL) ends the task on its way back.
+        """
+        if not self.alive:
+            raise ValueError(f"process {self.pid} has exited; spawn or fork a live one")
+        kernel = self.kernel
+        prev = kernel.current
+        kernel.current = self
+        try:
             return user_access(self.mm, addr, n, write=data is not None, data=data)
+        except SIGKILL:
+            sc.do_group_exit(self)
+            raise
+        finally:
+            kernel.current = prev
 
     # -- processes -------------------------------------------------------------------
     @_syscall("fork")
