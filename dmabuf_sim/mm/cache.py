@@ -74,7 +74,7 @@ class CpuCache:
         if off + n <= LINE_SIZE:  # within one line: the common case, a hit inlined
             line = self.lines.get(base)
             if line is None:
-                line = self._line(base)
+                line = self._fill(base)
             else:
                 self.hits += 1
                 self.lines.move_to_end(base)
@@ -97,7 +97,7 @@ class CpuCache:
         if off + n <= LINE_SIZE:  # within one line: the common case, a hit inlined
             line = self.lines.get(base)
             if line is None:
-                line = self._line(base)
+                line = self._fill(base)
             else:
                 self.hits += 1
                 self.lines.move_to_end(base)
@@ -120,6 +120,10 @@ class CpuCache:
             self.hits += 1
             self.lines.move_to_end(base)
             return line
+        return self._fill(base)
+
+    def _fill(self, base: int) -> bytearray:
+        """A miss: make room, then read the line from DRAM."""
         self.misses += 1
         if len(self.lines) >= self.capacity:
             self._evict()

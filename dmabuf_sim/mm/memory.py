@@ -606,7 +606,18 @@ def vm_insert_page(vma: VmAreaStruct, addr: int, page: Page) -> int:
 @kernel_function("vmf_insert_pfn", file="mm/memory.c")
 def vmf_insert_pfn(vma: VmAreaStruct, addr: int, pfn: int) -> int:
     """Insert a raw pfn from a fault handler; returns a ``vm_fault_t`` (R38)."""
-    return _insert_pfn(vma, addr, pfn, mixed=False)
+    flags = vma.vm_flags
+    if flags & (VM_PFNMAP | VM_MIXEDMAP) != VM_PFNMAP or is_cow_mapping(flags):
+        return _insert_pfn(vma, addr, pfn, mixed=False)  # a BUG_ON, or a VM_MIXEDMAP vma
+    # A shared VM_PFNMAP vma, what every pfn-mapping fault handler has: the same steps
+    # as _insert_pfn takes for it, without the checks it has just passed.
+    if addr < vma.vm_start or addr >= vma.vm_end:
+        return VM_FAULT_SIGBUS
+    vpn = addr >> PAGE_SHIFT
+    table = vma.vm_mm.pgtable
+    if vpn not in table.entries:  # insert_pfn: a present PTE is left alone (R38)
+        table.set(vpn, mk_pte(pfn, vma.vm_page_prot, special=True))
+    return VM_FAULT_NOPAGE
 
 
 @kernel_function("vmf_insert_mixed", file="mm/memory.c")
