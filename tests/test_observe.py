@@ -208,3 +208,19 @@ def test_the_fault_path_is_its_own_code_while_nobody_traces() -> None:
     kf = handle_mm_fault.__kernel_function__  # type: ignore[attr-defined]
     assert handle_mm_fault.__code__ is kf.code
     assert trace_mod.KERNEL_FUNCTIONS["handle_mm_fault"].file == "mm/memory.c"
+
+
+def test_the_readme_python_examples_run_and_the_observer_prints_what_it_says(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Using it from Python", 1)[1].split("\n## ", 1)[0]
+    blocks = section.split("```python\n")[1:3]
+    namespace: dict[str, Any] = {}
+    for block in blocks:
+        exec(block.split("```", 1)[0], namespace)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-1] == "CPU (pid 1, va 0x7effffffd000) b'seen'"
+    assert not namespace["k"].observers.cpu_access  # detached
