@@ -15,6 +15,8 @@ import errno
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import Signal
+from .lockdep import might_fault
+from .mm.memory import user_access
 from .uapi import UapiStruct
 
 if TYPE_CHECKING:
@@ -32,9 +34,6 @@ S = TypeVar("S", bound="UapiStruct")
 
 
 def _read_user(kernel: Kernel, addr: int, n: int) -> bytes | int:
-    from .lockdep import might_fault
-    from .mm.memory import user_access
-
     might_fault(kernel)
     proc = kernel.current
     if proc is None or addr == 0 or addr < 0 or addr + n > 1 << 64:
@@ -46,9 +45,6 @@ def _read_user(kernel: Kernel, addr: int, n: int) -> bytes | int:
 
 
 def _write_user(kernel: Kernel, addr: int, data: bytes) -> int:
-    from .lockdep import might_fault
-    from .mm.memory import user_access
-
     might_fault(kernel)
     proc = kernel.current
     if proc is None or addr <= 0:

@@ -38,7 +38,6 @@ from ..errors import (
 )
 from ..trace import kernel_function
 from .gfp import __GFP_ZERO, GFP_HIGHUSER_MOVABLE
-from .mmap import is_cow_mapping
 from .oom_kill import pagefault_out_of_memory
 from .page_alloc import PAGE_ALIGN, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, ULONG_MAX, Page
 from .pgtable import (
@@ -61,6 +60,7 @@ from .vma import (
     VM_FAULT_OOM,
     VM_FAULT_SIGBUS,
     VM_FAULT_SIGSEGV,
+    VM_MAYWRITE,
     VM_MIXEDMAP,
     VM_PFNMAP,
     VM_READ,
@@ -113,6 +113,15 @@ def put_page(kernel: Kernel, page: Page) -> None:
     page.refcount -= 1
     if page.refcount == 0:
         mem.last_reference_dropped(page)
+
+
+def _is_cow_mapping(vm_flags: int) -> bool:
+    """``is_cow_mapping`` (include/linux/mm.h): private and may be written.
+
+    The same test as :func:`dmabuf_sim.mm.mmap.is_cow_mapping`, kept here so that this
+    module does not import mm/mmap.py, which imports it (the fault and remap paths
+    call it for every page)."""
+    return (vm_flags & (VM_SHARED | VM_MAYWRITE)) == VM_MAYWRITE
 
 
 # -- the CPU's view: loads and stores through the MMU -------------------------------
@@ -545,7 +554,7 @@ def remap_pfn_range(vma: VmAreaStruct, addr: int, pfn: int, size: int, prot: int
     if addr & ~PAGE_MASK:
         return -errno.EINVAL
     whole = addr == vma.vm_start and end == vma.vm_end
-    cow = is_cow_mapping(vma.vm_flags)
+    cow = _is_cow_mapping(vma.vm_flags)
     if spec.remap_pfn_range_sets_pgoff_whole_vma:
         # 3.4-3.6: any whole-vma remap records the pfn in vm_pgoff
         if whole:
@@ -607,7 +616,7 @@ def vm_insert_page(vma: VmAreaStruct, addr: int, page: Page) -> int:
 def vmf_insert_pfn(vma: VmAreaStruct, addr: int, pfn: int) -> int:
     """Insert a raw pfn from a fault handler; returns a ``vm_fault_t`` (R38)."""
     flags = vma.vm_flags
-    if flags & (VM_PFNMAP | VM_MIXEDMAP) != VM_PFNMAP or is_cow_mapping(flags):
+    if flags & (VM_PFNMAP | VM_MIXEDMAP) != VM_PFNMAP or _is_cow_mapping(flags):
         return _insert_pfn(vma, addr, pfn, mixed=False)  # a BUG_ON, or a VM_MIXEDMAP vma
     # A shared VM_PFNMAP vma, what every pfn-mapping fault handler has: the same steps
     # as _insert_pfn takes for it, without the checks it has just passed.
@@ -634,7 +643,7 @@ def _insert_pfn(vma: VmAreaStruct, addr: int, pfn: int, *, mixed: bool) -> int:
         if not kinds:
             raise KernelOops(name, "BUG_ON(!(vma->vm_flags & (VM_PFNMAP|VM_MIXEDMAP)))")
         raise KernelOops(name, "BUG_ON(both VM_PFNMAP and VM_MIXEDMAP)")
-    if kinds == VM_PFNMAP and is_cow_mapping(flags):
+    if kinds == VM_PFNMAP and _is_cow_mapping(flags):
         name = "vmf_insert_mixed" if mixed else "vmf_insert_pfn"
         raise KernelOops(name, "BUG_ON(VM_PFNMAP && is_cow_mapping)")
     if addr < vma.vm_start or addr >= vma.vm_end:
@@ -669,7 +678,7 @@ def copy_page_range(dst: VmAreaStruct, src: VmAreaStruct) -> int:
     kernel = src.kernel
     src_table = src.vm_mm.pgtable
     dst_table = dst.vm_mm.pgtable
-    cow = is_cow_mapping(src.vm_flags)
+    cow = _is_cow_mapping(src.vm_flags)
     for vpn, pte in list(
         src_table.iter_range(src.vm_start >> PAGE_SHIFT, src.vm_end >> PAGE_SHIFT)
     ):

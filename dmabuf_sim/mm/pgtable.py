@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from attrs import define, field
 
 from .page_alloc import PAGE_SHIFT
+from .vma import VM_EXEC, VM_READ, VM_SHARED, VM_WRITE
 
 __all__ = [
     "CACHE_UC",
@@ -78,8 +79,6 @@ def vm_get_page_prot(vm_flags: int) -> int:
     Private writable mappings get a read-only protection so the first write
     faults and copies (COW); shared writable ones are writable.
     """
-    from .vma import VM_EXEC, VM_READ, VM_SHARED, VM_WRITE
-
     if not vm_flags & (VM_READ | VM_WRITE | VM_EXEC):
         return PAGE_NONE
     if vm_flags & VM_WRITE and vm_flags & VM_SHARED:
