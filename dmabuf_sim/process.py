@@ -18,7 +18,7 @@ access raises :class:`~dmabuf_sim.errors.SIGSEGV` or
 
 While the kernel's tracer is on, every call here is also recorded the way
 strace sees it (a ``syscall`` or ``access`` record ahead of the kernel's own
-events, see :mod:`dmabuf_sim.strace`), and instruments hear of it through
+events, see :mod:`dmabuf_sim.strace`), and observers hear of it through
 ``on_user_call_entry(record)`` / ``on_user_call_exit(record)``.  With tracing
 off a call pays one test of the tracer's ``enabled``.
 """
@@ -443,13 +443,12 @@ class Process:
         if type(data) is not bytes:
             data = _bytes_like("data", data)
         if self.kernel.tracer.enabled:
-            store = data
             _record_call(
                 self,
                 "access",
                 "write_memory",
-                (addr, store),
-                lambda: self._access(addr, len(store), store),
+                (addr, data),
+                lambda: self._access(addr, len(data), data),
             )
             return
         self._access(addr, len(data), data)
