@@ -91,7 +91,7 @@ __all__ = [
 
 _MAX_FAULT_RETRIES = 4
 _PAGE_OFFSET = PAGE_SIZE - 1
-"""``~PAGE_MASK``, as a constant (the load/store path computes an offset per page)."""
+"""``~PAGE_MASK``, as a constant (the load, store and remap paths take an offset per page)."""
 
 
 # -- page references -------------------------------------------------------------
@@ -551,7 +551,7 @@ def remap_pfn_range(vma: VmAreaStruct, addr: int, pfn: int, size: int, prot: int
     mm = vma.vm_mm
     spec = mm.kernel.spec
     end = addr + PAGE_ALIGN(size)
-    if addr & ~PAGE_MASK:
+    if addr & _PAGE_OFFSET:
         return -errno.EINVAL
     whole = addr == vma.vm_start and end == vma.vm_end
     cow = _is_cow_mapping(vma.vm_flags)
