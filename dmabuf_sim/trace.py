@@ -194,7 +194,7 @@ class Tracer:
     _clock: int = 0
     limit: int = 1_000_000
     """Keep at most this many events (oldest dropped); a bounded ring like ftrace's."""
-    _detach: Callable[[], None] | None = field(default=None, repr=False)
+    _detach: Callable[[], None] | None = field(init=False, default=None, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.enabled:
