@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import dmabuf_sim
 from dmabuf_sim import Process
 from dmabuf_sim.mm.page_alloc import PAGE_SIZE
 
@@ -156,8 +157,6 @@ def run_benchmarks(
     benches: Callable[[str], list[Bench]],
 ) -> int:
     """The shared command line: ``--quick``, a header naming the machine, the sections."""
-    import dmabuf_sim
-
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a few seconds)")
     args = parser.parse_args(argv)

@@ -1,8 +1,8 @@
 """What each byte *should* hold, and every read that saw something else.
 
-:class:`CoherencyChecker` is an access observer: it records the last value
-any agent (a CPU load/store path or a device's DMA) wrote to each byte, in
-program order, and compares every read with it.  A read that returns
+:class:`CoherencyChecker` observes memory accesses (:mod:`dmabuf_sim.observe`):
+it records the last value any agent (a CPU load/store path or a device's DMA)
+wrote to each byte, in program order, and compares every read with it.  A read that returns
 anything else is a :class:`StaleRead` — the simulator's way of saying
 "stale read at A: the CPU saw X, but device gpu wrote Y".
 
@@ -63,7 +63,7 @@ class CoherencyChecker:
     @classmethod
     def attach(cls, kernel: Kernel) -> CoherencyChecker:
         checker = cls(kernel)
-        checker._detach = kernel.add_observer(checker)
+        checker._detach = kernel.observe(checker)
         return checker
 
     def detach(self) -> None:
@@ -72,20 +72,20 @@ class CoherencyChecker:
             self._detach = None
 
     # -- observer hooks ---------------------------------------------------------------
-    def cpu_access(self, pa: int, data: bytes, write: bool, origin: str) -> None:
+    def on_cpu_access(self, pa: int, data: bytes, write: bool, origin: str) -> None:
         if write:
             self._record(pa, data, origin)
         else:
             self._check(pa, data, origin)
 
-    def device_access(self, dev: Any, pa: int, data: bytes, write: bool) -> None:
+    def on_device_access(self, dev: Any, pa: int, data: bytes, write: bool) -> None:
         who = f"device {getattr(dev, 'name', dev)}"
         if write:
             self._record(pa, data, who)
         else:
             self._check(pa, data, who)
 
-    def memory_reset(self, pfn: int, npages: int) -> None:
+    def on_memory_reset(self, pfn: int, npages: int) -> None:
         truth = self.truth
         if not truth:
             return

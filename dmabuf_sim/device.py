@@ -139,12 +139,12 @@ class Device:
         self._check_range(sgt, offset, length)
         cache = self.kernel.cache
         mem = self.kernel.mem
-        observer = self.kernel.access_observer
+        observers = self.kernel.observers
         out = bytearray()
         for pa, _off, n in sgt.ranges(offset, length):
             piece = cache.snoop_read(pa, n) if self.coherent else mem.read(pa, n)
-            if observer is not None:
-                observer.device_access(self, pa, piece, False)
+            if observers.device_access:
+                observers.emit("device_access", self, pa, piece, False)
             out += piece
         self.dma_reads += 1
         return bytes(out)
@@ -155,7 +155,7 @@ class Device:
         self._check_range(sgt, offset, len(data))
         cache = self.kernel.cache
         mem = self.kernel.mem
-        observer = self.kernel.access_observer
+        observers = self.kernel.observers
         pos = 0
         for pa, _off, n in sgt.ranges(offset, len(data)):
             piece = data[pos : pos + n]
@@ -163,8 +163,8 @@ class Device:
                 cache.snoop_write(pa, piece)
             else:
                 mem.write(pa, piece)
-            if observer is not None:
-                observer.device_access(self, pa, bytes(piece), True)
+            if observers.device_access:
+                observers.emit("device_access", self, pa, bytes(piece), True)
             pos += n
         self.dma_writes += 1
 

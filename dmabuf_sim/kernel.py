@@ -26,6 +26,7 @@ from .fs import S_IFCHR, FileOperations, Inode, SuperBlock, mount_builtin_filesy
 from .kstate import Registry
 from .mm.cache import CpuCache
 from .mm.page_alloc import PhysicalMemory
+from .observe import Observers
 from .spec import Spec, get_spec
 from .trace import TraceEvent, Tracer
 
@@ -42,6 +43,11 @@ class AccessObserver(Protocol):
     ``pa``/``data`` describe one physically contiguous piece.  Cache
     write-backs are not agent accesses and are not reported.  ``origin``
     says who did it, e.g. ``"pid 3 va 0x7f..."`` or ``"kernel vmap"``.
+
+    The older spelling of the ``cpu_access``, ``device_access`` and
+    ``memory_reset`` events of :mod:`dmabuf_sim.observe`, for
+    :meth:`Kernel.add_observer`; new observers define ``on_<event>`` methods and
+    attach with :meth:`Kernel.observe`.
     """
 
     def cpu_access(self, pa: int, data: bytes, write: bool, origin: str) -> None: ...
@@ -105,6 +111,9 @@ class Kernel:
     mem: PhysicalMemory = field(repr=False)
     cache: CpuCache = field(repr=False)
     tracer: Tracer = field(repr=False)
+    observers: Observers = field(repr=False)
+    """Who watches this kernel (the tracer while it is on, checkers, instruments):
+    see :mod:`dmabuf_sim.observe`."""
     processes: dict[int, Process] = field(repr=False)
     current: Process | None = field(repr=False)
     anon_inode: Inode = field(repr=False)
@@ -114,7 +123,6 @@ class Kernel:
     dma_bufs: list[Any] = field(repr=False)
     """Every live dma-buf (the kernel's ``db_list`` used by debugfs bufinfo)."""
     bad_pages: list[BadPage] = field(repr=False)
-    access_observer: AccessObserver | None = field(repr=False)
     zero_pfn: int
     drivers: Registry = field(repr=False)
     """The loaded drivers, each under the typed :class:`~dmabuf_sim.kstate.Key` its module
@@ -129,8 +137,6 @@ class Kernel:
     """Locks of lockdep's dma-buf order currently held (see :mod:`dmabuf_sim.lockdep`)."""
     lock_violations: list[str] = field(repr=False)
     """Acquisitions against that order (R58)."""
-    instruments: list[Any] = field(repr=False)
-    """Objects with optional ``on_<event>`` hook methods (see :meth:`emit`)."""
     in_fault: int
     """Nesting depth of handle_mm_fault (a fault handler is running when > 0)."""
     fault_waits: list[str] = field(repr=False)
@@ -165,6 +171,7 @@ class Kernel:
         if not isinstance(cache_lines, int) or cache_lines < 1:
             raise ValueError(f"cache_lines must be a positive int, not {cache_lines!r}")
         self.spec = get_spec(spec)
+        self.observers = Observers()
         self.mem = PhysicalMemory(self, nr_pages=ram_pages, seed=seed)
         self.cache = CpuCache(self.mem, capacity=cache_lines)
         self.tracer = Tracer(self, enabled=trace)
@@ -178,14 +185,12 @@ class Kernel:
         self.chrdevs = {}
         self.dma_bufs = []
         self.bad_pages = []
-        self.access_observer = None
         self.drivers = Registry("driver")
         self.subsys = Registry("subsystem state")
         self.warnings = []
         self.tainted = False
         self.clock = 0
         self.in_fault = 0
-        self.instruments = []
         self.held_locks = []
         self.lock_violations = []
         self.fault_waits = []
@@ -262,27 +267,22 @@ class Kernel:
         """Remove a device node (``misc_deregister``/``device_destroy``): opens fail ENOENT."""
         self.chrdevs.pop(path, None)
 
-    # -- instruments ------------------------------------------------------------------
-    def add_instrument(self, instrument: Any) -> Callable[[], None]:
-        """Attach an instrument: its ``on_<event>`` methods are called for each event.
+    # -- observers ----------------------------------------------------------------------
+    def observe(self, observer: object) -> Callable[[], None]:
+        """Watch this kernel: ``observer.on_<event>`` is called for each event it has a
+        method for (the events are listed in :mod:`dmabuf_sim.observe`).
 
-        Events: ``on_zap(mapping, vma, start, end, n)`` from unmap_mapping_range.
         Returns a function that detaches it.
         """
-        self.instruments.append(instrument)
+        return self.observers.attach(observer)
 
-        def remove() -> None:
-            if instrument in self.instruments:
-                self.instruments.remove(instrument)
-
-        return remove
+    def add_instrument(self, instrument: Any) -> Callable[[], None]:
+        """The older name of :meth:`observe`."""
+        return self.observers.attach(instrument)
 
     def emit(self, event: str, *args: Any) -> None:
-        """Call ``on_<event>(*args)`` on every instrument that has it."""
-        for inst in list(self.instruments):
-            hook = getattr(inst, "on_" + event, None)
-            if hook is not None:
-                hook(*args)
+        """Deliver ``event`` to every observer watching it."""
+        self.observers.emit(event, *args)
 
     # -- virtual time ---------------------------------------------------------------
     # One event loop: every pending event is a Timer in one heap ordered by (expires,
@@ -386,12 +386,15 @@ class Kernel:
         return self.tracer.capture()
 
     def add_observer(self, observer: AccessObserver) -> Callable[[], None]:
-        """Install an access observer; returns a function that removes it."""
-        if self.access_observer is not None:
-            raise ValueError("an access observer is already installed")
-        self.access_observer = observer
+        """Watch memory accesses with an :class:`AccessObserver` (methods without the
+        ``on_`` prefix); returns a function that detaches it.  See :meth:`observe`."""
+        return self.observers.attach(_AccessObserverHooks(observer))
 
-        def remove() -> None:
-            self.access_observer = None
 
-        return remove
+class _AccessObserverHooks:
+    """An :class:`AccessObserver` seen through the ``on_<event>`` names of :mod:`.observe`."""
+
+    def __init__(self, observer: AccessObserver) -> None:
+        self.on_cpu_access = observer.cpu_access
+        self.on_device_access = observer.device_access
+        self.on_memory_reset = observer.memory_reset

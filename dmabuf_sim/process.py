@@ -18,9 +18,9 @@ access raises :class:`~dmabuf_sim.errors.SIGSEGV` or
 
 While the kernel's tracer is on, every call here is also recorded the way
 strace sees it (a ``syscall`` or ``access`` record ahead of the kernel's own
-events, see :mod:`dmabuf_sim.strace`), and instruments hear of it through
+events, see :mod:`dmabuf_sim.strace`), and observers hear of it through
 ``on_user_call_entry(record)`` / ``on_user_call_exit(record)``.  With tracing
-off a call pays one test of a module-level set.
+off a call pays one test of the tracer's ``enabled``.
 """
 
 from __future__ import annotations
@@ -74,7 +74,6 @@ from .mm.page_alloc import PAGE_SHIFT
 from .mm.shmem import MFD_CLOEXEC, is_shmem_file, memfd_create, shmem_truncate
 from .mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_WRITE
 from .module import delete_module
-from .trace import _ENABLED_TRACERS
 
 if TYPE_CHECKING:
     from .fs_stat import KStatfs
@@ -135,7 +134,7 @@ def _record_call(
     kernel = proc.kernel
     record = kernel.tracer.user_call(kind, name)
     record.pid, record.comm = proc.pid, proc.comm  # the caller, before it enters the kernel
-    kernel.emit("user_call_entry", record)
+    kernel.observers.emit("user_call_entry", record)
     result: Any = None
     try:
         result = call()
@@ -164,7 +163,7 @@ def _record_call(
         return result
     finally:
         record.args = strace.format_args(name, args, result)
-        kernel.emit("user_call_exit", record)
+        kernel.observers.emit("user_call_exit", record)
 
 
 def _syscall(name: str) -> Callable[[F], F]:
@@ -175,7 +174,7 @@ def _syscall(name: str) -> Callable[[F], F]:
 
         @functools.wraps(method)
         def wrapper(self: Process, *args: Any, **kwargs: Any) -> Any:
-            if not _ENABLED_TRACERS or not self.kernel.tracer.enabled:
+            if not self.kernel.tracer.enabled:
                 return method(self, *args, **kwargs)
             bound = signature.bind(self, *args, **kwargs)
             bound.apply_defaults()
@@ -424,38 +423,56 @@ class Process:
 
     def read_memory(self, addr: int, n: int) -> bytes:
         """Load ``n`` bytes at ``addr`` as the CPU would (may raise SIGSEGV/SIGBUS)."""
-        addr = _ulong("addr", addr)
-        n = _count("n", n)
-        if _ENABLED_TRACERS and self.kernel.tracer.enabled:
+        # A plain int in range is what _ulong and _count return unchanged: test that inline
+        if type(addr) is not int or not 0 <= addr < _U64:
+            addr = _ulong("addr", addr)
+        if type(n) is not int or not 0 <= n < _U64:
+            n = _count("n", n)
+        if self.kernel.tracer.enabled:
             return cast(
                 bytes,
                 _record_call(
                     self, "access", "read_memory", (addr, n), lambda: self._access(addr, n, None)
                 ),
             )
-        with self._enter():
-            return user_access(self.mm, addr, n, write=False)
+        return self._access(addr, n, None)
 
     def write_memory(self, addr: int, data: bytes) -> None:
         """Store ``data`` at ``addr`` as the CPU would (may raise SIGSEGV/SIGBUS)."""
-        addr = _ulong("addr", addr)
-        data = _bytes_like("data", data)
-        if _ENABLED_TRACERS and self.kernel.tracer.enabled:
-            store = bytes(data)
+        if type(addr) is not int or not 0 <= addr < _U64:
+            addr = _ulong("addr", addr)
+        if type(data) is not bytes:
+            data = _bytes_like("data", data)
+        if self.kernel.tracer.enabled:
             _record_call(
                 self,
                 "access",
                 "write_memory",
-                (addr, store),
-                lambda: self._access(addr, len(store), store),
+                (addr, data),
+                lambda: self._access(addr, len(data), data),
             )
             return
-        with self._enter():
-            user_access(self.mm, addr, len(data), write=True, data=data)
+        self._access(addr, len(data), data)
 
     def _access(self, addr: int, n: int, data: bytes | None) -> bytes:
-        with self._enter():
+        """A load (``data`` None) or store by this task.
+
+        What :meth:`_enter` does for a syscall, without its context managers (this is
+        the load/store path): the kernel runs with ``current`` set to this task, and a
+        fatal signal (the OOM killer's SIGKILL) ends the task on its way back.
+        """
+        if not self.alive:
+            raise ValueError(f"process {self.pid} has exited; spawn or fork a live one")
+        kernel = self.kernel
+        prev = kernel.current
+        kernel.current = self
+        try:
             return user_access(self.mm, addr, n, write=data is not None, data=data)
+        except SIGKILL:
+            sc.do_group_exit(self)
+            raise
+        finally:
+            kernel.current = prev
 
     # -- processes -------------------------------------------------------------------
     @_syscall("fork")

@@ -124,7 +124,7 @@ class Recorder:
         rec._graph = snapshot_graph(kernel, ids=rec._ids)
         rec._counts = Counts.of(kernel)
         rec._mark = len(kernel.tracer.events)
-        kernel.add_instrument(rec)
+        kernel.observe(rec)
         return rec
 
     @property

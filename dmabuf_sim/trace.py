@@ -3,7 +3,9 @@
 Kernel functions are declared with :func:`kernel_function`, which records the
 C name and source file in a registry (so a reader finds the twin of any kernel
 function, and a coverage page falls out of it) and, when the owning kernel's
-tracer is on, records an entry and an exit event with the return value.
+tracer is on, records an entry and an exit event with the return value.  With
+every tracer off a kernel function is just its own code: no wrapper runs (the
+code is patched only while some kernel listens, see :func:`kernel_function`).
 
 Events are rendered three ways:
 
@@ -35,11 +37,12 @@ Simplified: there is one CPU (``0)``); interrupts and preemption do not exist.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from types import CodeType, FunctionType
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 from attrs import define, field, frozen
@@ -58,11 +61,14 @@ __all__ = [
     "KernelFunctionInfo",
     "TraceEvent",
     "Tracer",
+    "acquire_call_tracing",
+    "call_tracing_active",
     "format_function_graph",
     "format_jsonl",
     "hide_harness",
     "hide_plumbing",
     "kernel_function",
+    "release_call_tracing",
     "strace_line",
     "vm_fault_name",
 ]
@@ -186,27 +192,21 @@ def _format_ret(ret: Any) -> tuple[Any, str]:
 USER_KINDS = frozenset({"syscall", "access"})
 """Record kinds the userspace face adds: a system call, a load or store."""
 
-_ENABLED_TRACERS: set[int] = set()
-"""``id()`` of every :class:`Tracer` that is enabled right now, in any kernel.
-
-While it is empty no :func:`kernel_function` wrapper can have a tracer to report
-to, so wrappers call straight through without looking one up.  Kept by the
-``enabled`` setter hook, ``__attrs_post_init__`` and ``__del__``; the set is only
-mutated, never rebound."""
-
 
 def _enabled_changed(tracer: Tracer, _attribute: object, value: bool) -> bool:
-    """``on_setattr`` hook of :attr:`Tracer.enabled`: keep ``_ENABLED_TRACERS`` in step."""
-    if value:
-        _ENABLED_TRACERS.add(id(tracer))
-    else:
-        _ENABLED_TRACERS.discard(id(tracer))
+    """``on_setattr`` hook of :attr:`Tracer.enabled`: an enabled tracer watches its kernel."""
+    tracer._watch(value)
     return value
 
 
 @define(slots=True, eq=False)
 class Tracer:
-    """Per-kernel event recorder; off by default, on for a kernel or for a block."""
+    """Per-kernel event recorder; off by default, on for a kernel or for a block.
+
+    An enabled tracer is an observer of its kernel (:mod:`dmabuf_sim.observe`): it
+    records the ``entry``/``exit`` of every kernel function, and the point events
+    and userspace calls posted to it with :meth:`event` and :meth:`user_call`.
+    """
 
     kernel: Kernel = field(repr=False)
     enabled: bool = field(default=False, on_setattr=_enabled_changed)
@@ -216,15 +216,18 @@ class Tracer:
     _clock: int = 0
     limit: int = 1_000_000
     """Keep at most this many events (oldest dropped); a bounded ring like ftrace's."""
+    _detach: Callable[[], None] | None = field(init=False, default=None, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.enabled:
-            _ENABLED_TRACERS.add(id(self))
+            self._watch(True)
 
-    def __del__(self, _discard: Callable[[int], None] = _ENABLED_TRACERS.discard) -> None:
-        # `_discard` is bound at definition time, so this works during interpreter
-        # teardown too.  The id must go before it can be reused by a new object.
-        _discard(id(self))
+    def _watch(self, on: bool) -> None:
+        if on and self._detach is None:
+            self._detach = self.kernel.observers.attach(self)
+        elif not on and self._detach is not None:
+            self._detach()
+            self._detach = None
 
     def _current(self) -> tuple[int, str]:
         task = self.kernel.current
@@ -252,6 +255,10 @@ class Tracer:
         value, errno_note = _format_ret(ret)
         notes = " ".join(n for n in (errno_note, note) if n)
         self._record("exit", func, ret=value, note=notes)
+
+    # the observer hooks: every kernel function call, while enabled
+    on_entry = enter
+    on_exit = exit
 
     def user_call(self, kind: str, name: str) -> TraceEvent:
         """Record a userspace call (``syscall`` or ``access``) as it enters the kernel.
@@ -285,10 +292,155 @@ class Tracer:
             self.enabled = was
 
 
+# -- kernel functions: the registry, and tracing that costs nothing when off ----------------
+#
+# A kernel function is the plain function its module defines: no wrapper stands between
+# a caller and its code, so an untraced call costs what the call costs.  Tracing patches
+# the code instead.  While some kernel in the process listens to ``entry``/``exit`` (its
+# tracer is on), each kernel function's ``__code__`` is swapped for a trampoline that
+# finds the calling kernel, reports to its listeners and runs the function's own code; the
+# function object stays the same, so every reference to it -- a name imported elsewhere,
+# a ``vm_operations_struct`` slot, a bound method -- sees the patch.  When the last
+# listening kernel stops (or is collected), each function gets its own code back.
+
+
+class _KernelFunction:
+    """One kernel function: its own code, and the trampoline that traces it."""
+
+    __slots__ = ("body", "code", "defaults", "fn", "kwdefaults", "name", "skip", "trampoline")
+
+    def __init__(self, fn: FunctionType, name: str, skip: int) -> None:
+        self.fn = fn
+        self.name = name
+        self.skip = skip  # leading arguments not shown (``self``)
+        self.code = fn.__code__
+        self.defaults = fn.__defaults__
+        self.kwdefaults = fn.__kwdefaults__
+        # A twin that always runs the function's own code, with its globals and closure.
+        self.body = FunctionType(
+            fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
+        )
+        self.body.__kwdefaults__ = fn.__kwdefaults__
+        self.trampoline = _trampoline_code(fn.__code__.co_freevars)
+
+    def patch(self) -> None:
+        fn = self.fn
+        fn.__code__ = self.trampoline
+        fn.__defaults__ = None
+        fn.__kwdefaults__ = {"_kernel_function_": self}
+
+    def unpatch(self) -> None:
+        fn = self.fn
+        fn.__code__ = self.code
+        fn.__defaults__ = self.defaults
+        fn.__kwdefaults__ = self.kwdefaults
+
+    def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """What a patched kernel function does: report to the calling kernel's listeners."""
+        kernel = _kernel_of(args)
+        if kernel is None:
+            return self.body(*args, **kwargs)
+        observers = kernel.observers
+        entry, exits = observers.entry, observers.exit
+        if not entry and not exits:
+            return self.body(*args, **kwargs)  # this kernel is not traced (another one is)
+        name = self.name
+        shown = args[self.skip :]
+        for hook in entry:
+            hook(name, shown)
+        try:
+            ret = self.body(*args, **kwargs)
+        except BaseException as exc:
+            note = f"raised {type(exc).__name__}"
+            for hook in exits:
+                hook(name, None, note)
+            raise
+        for hook in exits:
+            hook(name, ret, "")
+        return ret
+
+
+_TRAMPOLINES: dict[tuple[str, ...], CodeType] = {}
+
+
+def _trampoline_code(freevars: tuple[str, ...]) -> CodeType:
+    """The code a patched kernel function runs: ``_kernel_function_.call(args, kwargs)``.
+
+    Python lets a function take new code only with as many free variables as its
+    closure has cells, so a function that closes over names (a method that calls
+    ``super()`` closes over ``__class__``) gets a trampoline naming the same ones.
+    The ``_kernel_function_`` argument comes from the patched ``__kwdefaults__``.
+    """
+    code = _TRAMPOLINES.get(freevars)
+    if code is None:
+        lines = ["def _outer():"]
+        lines += [f"    {name} = None" for name in freevars]
+        lines += [
+            "    def trampoline(*args, _kernel_function_, **kwargs):",
+            "        return _kernel_function_.call(args, kwargs)",
+        ]
+        if freevars:  # unreachable, but it makes them free variables of trampoline
+            lines.append(f"        ({', '.join(freevars)},)")
+        lines.append("    return trampoline")
+        namespace: dict[str, Any] = {}
+        exec(compile("\n".join(lines), "<kernel_function trampoline>", "exec"), namespace)
+        code = namespace["_outer"]().__code__
+        _TRAMPOLINES[freevars] = code
+    return code
+
+
+class _CallTracing:
+    """The state of the code, shared by every kernel: which kernel functions exist, and
+    how many kernels listen to their calls (while any does, each runs its trampoline)."""
+
+    def __init__(self) -> None:
+        self.functions: weakref.WeakSet[FunctionType] = weakref.WeakSet()
+        """Every function :func:`kernel_function` declared (weakly: a module may go away)."""
+        self.listening = 0
+
+    def add(self, kf: _KernelFunction) -> None:
+        self.functions.add(kf.fn)
+        if self.listening:
+            kf.patch()
+
+    def acquire(self) -> None:
+        self.listening += 1
+        if self.listening == 1:
+            for fn in list(self.functions):
+                fn.__kernel_function__.patch()  # type: ignore[attr-defined]
+
+    def release(self) -> None:
+        self.listening -= 1
+        if self.listening == 0:
+            for fn in list(self.functions):
+                fn.__kernel_function__.unpatch()  # type: ignore[attr-defined]
+
+
+_CALL_TRACING = _CallTracing()
+
+
+def acquire_call_tracing() -> None:
+    """A kernel has started listening to kernel function calls: patch the code if needed.
+
+    Called by :class:`~dmabuf_sim.observe.Observers`; every call is paired with one
+    :func:`release_call_tracing`."""
+    _CALL_TRACING.acquire()
+
+
+def release_call_tracing() -> None:
+    """A kernel has stopped listening: the last to stop gives every function its own code."""
+    _CALL_TRACING.release()
+
+
+def call_tracing_active() -> bool:
+    """Are kernel functions running their tracing trampoline right now?"""
+    return _CALL_TRACING.listening > 0
+
+
 def kernel_function(
     name: str | None = None, *, file: str, key: str | None = None, hide_first: bool = False
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Declare a simulated kernel function: registry entry plus tracing.
+    """Declare a simulated kernel function: a registry entry, and tracing when asked.
 
     ``name`` is the C name the trace shows (default: the Python name).  ``key`` is
     the registry key when it must differ from ``name``: only for a function the
@@ -297,13 +449,19 @@ def kernel_function(
     argument out of the trace, as it is for a method's ``self``: the ``mm`` of the
     mm entry points (``do_mmap`` works on ``current->mm``).
 
-    The owning :class:`~dmabuf_sim.kernel.Kernel` is found as ``.kernel`` of
-    the first positional argument that has one (every kernel object does).
-    While no tracer is enabled anywhere the wrapper only tests one set and calls
-    through; otherwise it looks the tracer up and checks ``enabled``.
+    Returns the function itself (no wrapper): while nobody listens to kernel function
+    calls, calling it runs its code and nothing else.  While a kernel listens (its
+    tracer is on), the function's code is patched to report each call to the calling
+    kernel first: the owning :class:`~dmabuf_sim.kernel.Kernel` is found as
+    ``.kernel`` of the first positional argument that has one (every kernel object
+    does).
     """
 
     def deco(fn: Callable[P, R]) -> Callable[P, R]:
+        if not isinstance(fn, FunctionType):
+            raise TypeError(
+                f"@kernel_function decorates a plain function or method, not {type(fn).__name__}"
+            )
         cname = name or fn.__name__
         skip = 1 if hide_first or _is_method(fn) else 0  # don't print `self`
         info = KernelFunctionInfo(
@@ -315,37 +473,22 @@ def kernel_function(
             fn.__module__,
         )
         _register(key or cname, info)
-
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            if not _ENABLED_TRACERS:
-                return fn(*args, **kwargs)  # no tracer is on anywhere
-            tracer = _tracer_of(args)
-            if tracer is None or not tracer.enabled:
-                return fn(*args, **kwargs)
-            tracer.enter(cname, args[skip:])
-            try:
-                ret = fn(*args, **kwargs)
-            except BaseException as exc:
-                tracer.exit(cname, None, note=f"raised {type(exc).__name__}")
-                raise
-            tracer.exit(cname, ret)
-            return ret
-
-        wrapper.__kernel_name__ = cname  # type: ignore[attr-defined]
-        return wrapper
+        kf = _KernelFunction(fn, cname, skip)
+        fn.__kernel_name__ = cname  # type: ignore[attr-defined]
+        fn.__kernel_function__ = kf  # type: ignore[attr-defined]
+        _CALL_TRACING.add(kf)
+        return fn
 
     return deco
 
 
-def _tracer_of(args: tuple[Any, ...]) -> Tracer | None:
-    """The tracer of the first argument that belongs to a kernel (methods of stateless
+def _kernel_of(args: tuple[Any, ...]) -> Kernel | None:
+    """The kernel of the first argument that belongs to one (methods of stateless
     exporter objects find it in their second argument)."""
     for arg in args:
         kernel = getattr(arg, "kernel", None)
         if kernel is not None:
-            tracer: Tracer = kernel.tracer
-            return tracer
+            return kernel  # type: ignore[no-any-return]
     return None
 
 

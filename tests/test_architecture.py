@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("dmabuf_sim.lockdep", 1),
     ("dmabuf_sim.mm.interval_tree", 1),
     ("dmabuf_sim.module", 1),
+    ("dmabuf_sim.observe", 1),
     ("dmabuf_sim.spec", 1),
     ("dmabuf_sim.trace", 1),
     ("dmabuf_sim.uapi", 1),

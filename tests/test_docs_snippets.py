@@ -40,7 +40,16 @@ def test_python_block_runs_as_printed(
         # the README shows examples/my_exporter.py's class: it must be the same code
         assert code in (ROOT / "examples" / "my_exporter.py").read_text(encoding="utf-8")
     else:
-        exec(compile(code, f"{page} block {index}", "exec"), {"__name__": "__snippet__"})
+        # a page reads top to bottom: a block may use what the blocks above it made
+        namespace: dict[str, object] = {"__name__": "__snippet__"}
+        for p, i, earlier in BLOCKS:
+            if p == page and i < index and _runs(earlier):
+                exec(compile(earlier, f"{page} block {i}", "exec"), namespace)
+        exec(compile(code, f"{page} block {index}", "exec"), namespace)
+
+
+def _runs(code: str) -> bool:
+    return not code.lstrip().startswith(">>>") and not code.startswith("class MyExporter(")
 
 
 def test_the_pages_hold_python_blocks() -> None:

@@ -180,7 +180,7 @@ class World:
     def __attrs_post_init__(self) -> None:
         if self.stale_reads:
             self.checker = CoherencyChecker.attach(self.kernel)
-        self.kernel.add_instrument(self)
+        self.kernel.observe(self)
 
     # -- bookkeeping -----------------------------------------------------------------
     def track(self, name: str, dmabuf: DmaBuf) -> TrackedBuffer:

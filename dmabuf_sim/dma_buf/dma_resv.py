@@ -33,6 +33,7 @@ from attrs import define, field
 
 from ..errors import KernelOops
 from ..jiffies import MAX_SCHEDULE_TIMEOUT
+from ..lockdep import lock_acquire, lock_release
 from ..trace import kernel_function
 from .dma_fence import DmaFence, dma_fence_wait_timeout
 
@@ -76,16 +77,12 @@ class DmaResv:
         if self.holder is not None:
             raise KernelOops("dma_resv_lock", "recursive dma_resv_lock: the task deadlocks")
         self.holder = owner
-        from ..lockdep import lock_acquire
-
         lock_acquire(self.kernel, "dma_resv")
 
     def unlock(self) -> None:
         if self.holder is None:
             raise KernelOops("dma_resv_unlock", "unlock of an unlocked dma_resv")
         self.holder = None
-        from ..lockdep import lock_release
-
         lock_release(self.kernel, "dma_resv")
 
     def is_locked(self) -> bool:

@@ -189,14 +189,15 @@ def udmabuf_vm_fault(vmf: VmFault) -> int:
     pgoff = vmf.pgoff
     if pgoff >= ubuf.pagecount:
         return VM_FAULT_SIGBUS
-    kernel = vma.kernel
-    if not kernel.spec.udmabuf_pfnmap:
+    kernel = vma.vm_mm.kernel
+    spec = kernel.spec
+    if not spec.udmabuf_pfnmap:
         page = kernel.mem.pfn_to_page(ubuf.pfns[pgoff])  # 6.1: the core maps the page
         get_page(page)
         vmf.page = page
         return 0
     ret = vmf_insert_pfn(vma, vmf.address, ubuf.pfns[pgoff])
-    if kernel.spec.udmabuf_prefault:
+    if spec.udmabuf_prefault:
         # 6.13+: map the rest of the vma now; errors there are ignored
         addr, pg = vma.vm_start, vma.vm_pgoff
         while addr < vma.vm_end:

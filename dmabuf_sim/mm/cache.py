@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING
 
 from attrs import define, field
 
+from .page_alloc import PAGE_SHIFT, PAGE_SIZE
+
 if TYPE_CHECKING:
     from .page_alloc import PhysicalMemory
 
@@ -40,6 +42,7 @@ __all__ = ["LINE_SIZE", "CpuCache"]
 
 LINE_SIZE = 64
 _LINE_MASK = ~(LINE_SIZE - 1)
+_PAGE_OFFSET = PAGE_SIZE - 1
 
 
 @define(eq=False, slots=True)
@@ -57,10 +60,25 @@ class CpuCache:
     misses: int = 0
     writebacks: int = 0
     evictions: int = 0
+    _frames: dict[int, bytearray] = field(init=False, factory=dict, repr=False)
+    """DRAM's page frames (``mem.frames``): a line fill slices one directly."""
+
+    def __attrs_post_init__(self) -> None:
+        self._frames = self.mem.frames
 
     # -- CPU accesses ----------------------------------------------------------
     def load(self, pa: int, n: int) -> bytes:
         """A CPU load through a write-back mapping."""
+        base = pa & _LINE_MASK
+        off = pa - base
+        if off + n <= LINE_SIZE:  # within one line: the common case, a hit inlined
+            line = self.lines.get(base)
+            if line is None:
+                line = self._fill(base)
+            else:
+                self.hits += 1
+                self.lines.move_to_end(base)
+            return bytes(line[off : off + n])
         out = bytearray()
         end = pa + n
         while pa < end:
@@ -73,8 +91,21 @@ class CpuCache:
 
     def store(self, pa: int, data: bytes | bytearray | memoryview) -> None:
         """A CPU store through a write-back mapping: the line becomes dirty."""
+        n = len(data)
+        base = pa & _LINE_MASK
+        off = pa - base
+        if off + n <= LINE_SIZE:  # within one line: the common case, a hit inlined
+            line = self.lines.get(base)
+            if line is None:
+                line = self._fill(base)
+            else:
+                self.hits += 1
+                self.lines.move_to_end(base)
+            line[off : off + n] = data
+            self.dirty.add(base)
+            return
         mv = memoryview(data)
-        pos, n = 0, len(mv)
+        pos = 0
         while pos < n:
             base = (pa + pos) & _LINE_MASK
             off = pa + pos - base
@@ -89,10 +120,17 @@ class CpuCache:
             self.hits += 1
             self.lines.move_to_end(base)
             return line
+        return self._fill(base)
+
+    def _fill(self, base: int) -> bytearray:
+        """A miss: make room, then read the line from DRAM."""
         self.misses += 1
         if len(self.lines) >= self.capacity:
             self._evict()
-        line = bytearray(self.mem.read(base, LINE_SIZE))
+        # the fill: a slice of the page frame (lines never cross a page), zeros if untouched
+        frame = self._frames.get(base >> PAGE_SHIFT)
+        off = base & _PAGE_OFFSET
+        line = bytearray(LINE_SIZE) if frame is None else bytearray(frame[off : off + LINE_SIZE])
         self.lines[base] = line
         return line
 

@@ -41,15 +41,15 @@ from .gfp import __GFP_ZERO, GFP_HIGHUSER_MOVABLE
 from .oom_kill import pagefault_out_of_memory
 from .page_alloc import PAGE_ALIGN, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, ULONG_MAX, Page
 from .pgtable import (
+    _CACHE_MASK,
     _PAGE_DIRTY,
     _PAGE_RW,
+    _PAGE_USER,
     CACHE_WB,
     mk_pte,
-    pte_cache_mode,
     pte_mkwrite,
     pte_pfn,
     pte_special,
-    pte_user_access_ok,
     pte_wrprotect,
 )
 from .vma import (
@@ -67,6 +67,7 @@ from .vma import (
     VM_WRITE,
     VmAreaStruct,
     VmFault,
+    is_cow_mapping,
 )
 
 if TYPE_CHECKING:
@@ -89,6 +90,8 @@ __all__ = [
 ]
 
 _MAX_FAULT_RETRIES = 4
+_PAGE_OFFSET = PAGE_SIZE - 1
+"""``~PAGE_MASK``, as a constant (the load, store and remap paths take an offset per page)."""
 
 
 # -- page references -------------------------------------------------------------
@@ -110,12 +113,6 @@ def put_page(kernel: Kernel, page: Page) -> None:
     page.refcount -= 1
     if page.refcount == 0:
         mem.last_reference_dropped(page)
-
-
-def _is_cow(vma: VmAreaStruct) -> bool:
-    from .vma import is_cow_mapping
-
-    return is_cow_mapping(vma.vm_flags)
 
 
 # -- the CPU's view: loads and stores through the MMU -------------------------------
@@ -141,36 +138,40 @@ def user_access(
     entries = mm.pgtable.entries
     cache = kernel.cache
     mem = kernel.mem
-    observer = kernel.access_observer
-    out = bytearray()
+    observers = kernel.observers
+    need = _PAGE_USER | _PAGE_RW if write else _PAGE_USER  # pte_user_access_ok, inlined
+    pieces: list[bytes] = []
     pos = 0
     while pos < n:
         va = addr + pos
-        chunk = min(n - pos, PAGE_SIZE - (va & ~PAGE_MASK))
+        off = va & _PAGE_OFFSET
+        chunk = n - pos if n - pos <= PAGE_SIZE - off else PAGE_SIZE - off
         vpn = va >> PAGE_SHIFT
         pte = entries.get(vpn)
-        if pte is None or not pte_user_access_ok(pte, write):
+        if pte is None or pte & need != need:
             pte = _fault_until_mapped(mm, va, write, user)
-        pa = (pte_pfn(pte) << PAGE_SHIFT) | (va & ~PAGE_MASK)
-        wb = pte_cache_mode(pte) == CACHE_WB
+        pa = (pte >> PAGE_SHIFT << PAGE_SHIFT) | off  # pte_pfn(pte) << PAGE_SHIFT | offset
+        wb = pte & _CACHE_MASK == CACHE_WB
         if write:
             assert data is not None
-            piece = data[pos : pos + chunk]
+            piece = data if chunk == n else data[pos : pos + chunk]
             if wb:
                 cache.store(pa, piece)
             else:
                 mem.write(pa, piece)
             if not pte & _PAGE_DIRTY:
                 entries[vpn] = pte | _PAGE_DIRTY
-            if observer is not None:
-                observer.cpu_access(pa, piece, True, _origin(mm, va))
+            if observers.cpu_access:
+                observers.emit("cpu_access", pa, piece, True, _origin(mm, va))
         else:
             piece = cache.load(pa, chunk) if wb else mem.read(pa, chunk)
-            if observer is not None:
-                observer.cpu_access(pa, piece, False, _origin(mm, va))
-            out += piece
+            if observers.cpu_access:
+                observers.emit("cpu_access", pa, piece, False, _origin(mm, va))
+            pieces.append(piece)
         pos += chunk
-    return bytes(out)
+    if len(pieces) == 1:
+        return pieces[0]
+    return b"".join(pieces)
 
 
 def _origin(mm: MmStruct, va: int) -> str:
@@ -179,10 +180,12 @@ def _origin(mm: MmStruct, va: int) -> str:
 
 
 def _fault_until_mapped(mm: MmStruct, addr: int, write: bool, user: bool = True) -> int:
+    need = _PAGE_USER | _PAGE_RW if write else _PAGE_USER  # pte_user_access_ok, inlined
+    entries = mm.pgtable.entries
     for _ in range(_MAX_FAULT_RETRIES):
         do_user_addr_fault(mm, addr, write, user)
-        pte = mm.pgtable.entries.get(addr >> PAGE_SHIFT)
-        if pte is not None and pte_user_access_ok(pte, write):
+        pte = entries.get(addr >> PAGE_SHIFT)
+        if pte is not None and pte & need == need:
             return pte
     raise KernelOops(
         "handle_mm_fault",
@@ -208,8 +211,8 @@ def do_user_addr_fault(mm: MmStruct, addr: int, write: bool, user: bool = True) 
         _deliver(mm, SIGSEGV(SEGV_ACCERR, addr, _pid(mm)))
     fault = handle_mm_fault(vma, addr, FAULT_FLAG_WRITE if write else 0)
     kernel = mm.kernel
-    if kernel.instruments and not fault & VM_FAULT_ERROR:
-        kernel.emit("fault", vma, addr)  # checkers see a PTE the moment it is installed
+    if kernel.observers.fault and not fault & VM_FAULT_ERROR:
+        kernel.observers.emit("fault", vma, addr)  # checkers see a PTE the moment it is installed
     if fault & VM_FAULT_ERROR:
         if fault & VM_FAULT_OOM:
             if not user:
@@ -239,31 +242,28 @@ def handle_mm_fault(vma: VmAreaStruct, address: int, flags: int) -> int:
     While it runs, ``kernel.in_fault`` is raised, so anything that waits for
     device work from a fault handler can be caught (R55).
     """
-    kernel = vma.vm_mm.kernel
+    mm = vma.vm_mm
+    kernel = mm.kernel
     kernel.in_fault += 1
     try:
-        return _handle_pte_fault(vma, address, flags)
+        # handle_pte_fault
+        pte = mm.pgtable.entries.get(address >> PAGE_SHIFT)
+        if pte is None:
+            # linear_page_index(vma, address), inlined (this is the per-fault path)
+            pgoff = ((address - vma.vm_start) >> PAGE_SHIFT) + vma.vm_pgoff
+            vmf = VmFault(vma, address & PAGE_MASK, pgoff, flags, address)
+            ops = vma.vm_ops
+            if ops is None:
+                return do_anonymous_page(vmf)
+            if ops.fault is None and kernel.spec.fault_without_handler == "anonymous":
+                # 2012-era handle_pte_fault: no ->fault means anonymous memory (R31)
+                return do_anonymous_page(vmf)
+            return do_fault(vmf)
+        if flags & FAULT_FLAG_WRITE and not pte & _PAGE_RW:
+            return do_wp_page(vma, address, pte)
+        return 0  # spurious (another thread fixed it up)
     finally:
         kernel.in_fault -= 1
-
-
-def _handle_pte_fault(vma: VmAreaStruct, address: int, flags: int) -> int:
-    mm = vma.vm_mm
-    pte = mm.pgtable.entries.get(address >> PAGE_SHIFT)
-    if pte is None:
-        # linear_page_index(vma, address), inlined (this is the per-fault path)
-        pgoff = ((address - vma.vm_start) >> PAGE_SHIFT) + vma.vm_pgoff
-        vmf = VmFault(vma, address & PAGE_MASK, pgoff, flags, address)
-        ops = vma.vm_ops
-        if ops is None:
-            return do_anonymous_page(vmf)
-        if ops.fault is None and mm.kernel.spec.fault_without_handler == "anonymous":
-            # 2012-era handle_pte_fault: no ->fault means anonymous memory (R31)
-            return do_anonymous_page(vmf)
-        return do_fault(vmf)
-    if flags & FAULT_FLAG_WRITE and not pte & _PAGE_RW:
-        return do_wp_page(vma, address, pte)
-    return 0  # spurious (another thread fixed it up)
 
 
 @kernel_function("do_anonymous_page", file="mm/memory.c")
@@ -335,7 +335,7 @@ def __do_fault(vmf: VmFault) -> int:
     ops = vmf.vma.vm_ops
     assert ops is not None and ops.fault is not None
     ret = ops.fault(vmf)
-    if not isinstance(ret, int) or isinstance(ret, bool):
+    if type(ret) is not int and (not isinstance(ret, int) or isinstance(ret, bool)):
         raise TypeError(
             f"vm_ops.fault must return a vm_fault_t int (0, VM_FAULT_NOPAGE, VM_FAULT_SIGBUS..),"
             f" not {type(ret).__name__}"
@@ -419,10 +419,10 @@ def _copy_user_page(kernel: Kernel, dst_pfn: int, src_pfn: int) -> None:
     data = kernel.cache.load(src_pfn << PAGE_SHIFT, PAGE_SIZE)
     kernel.cache.store(dst_pfn << PAGE_SHIFT, data)
     kernel.cache.flush_range(dst_pfn << PAGE_SHIFT, PAGE_SIZE)
-    observer = kernel.access_observer
-    if observer is not None:
-        observer.cpu_access(src_pfn << PAGE_SHIFT, data, False, "kernel (COW copy)")
-        observer.cpu_access(dst_pfn << PAGE_SHIFT, data, True, "kernel (COW copy)")
+    observers = kernel.observers
+    if observers.cpu_access:
+        observers.emit("cpu_access", src_pfn << PAGE_SHIFT, data, False, "kernel (COW copy)")
+        observers.emit("cpu_access", dst_pfn << PAGE_SHIFT, data, True, "kernel (COW copy)")
 
 
 @kernel_function("do_wp_page", file="mm/memory.c")
@@ -519,8 +519,8 @@ def unmap_mapping_range(mapping: AddressSpace, holebegin: int, holelen: int, eve
         end = ((zea - vba + 1) << PAGE_SHIFT) + vma.vm_start
         n = zap_pte_range(vma.vm_mm, vma, start, end, even_cows=bool(even_cows))
         kernel = mapping.kernel
-        if kernel.instruments:
-            kernel.emit("zap", mapping, vma, start, end, n)
+        if kernel.observers.zap:
+            kernel.observers.emit("zap", mapping, vma, start, end, n)
         if tracer.enabled:
             pid = vma.vm_mm.owner.pid if vma.vm_mm.owner is not None else 0
             tracer.event(
@@ -540,33 +540,40 @@ def remap_pfn_range(vma: VmAreaStruct, addr: int, pfn: int, size: int, prot: int
     mapping must be remapped whole in one call (R37), and then ``vm_pgoff``
     becomes ``pfn``.
     """
-    spec = vma.kernel.spec
+    mm = vma.vm_mm
+    spec = mm.kernel.spec
     end = addr + PAGE_ALIGN(size)
-    if addr & ~PAGE_MASK:
+    if addr & _PAGE_OFFSET:
         return -errno.EINVAL
     whole = addr == vma.vm_start and end == vma.vm_end
+    cow = is_cow_mapping(vma.vm_flags)
     if spec.remap_pfn_range_sets_pgoff_whole_vma:
         # 3.4-3.6: any whole-vma remap records the pfn in vm_pgoff
         if whole:
             vma.vm_pgoff = pfn
-        elif _is_cow(vma):
+        elif cow:
             return -errno.EINVAL
-    elif _is_cow(vma):
+    elif cow:
         if not whole:
             return -errno.EINVAL
         vma.vm_pgoff = pfn
     if addr >= end or addr < vma.vm_start or end > vma.vm_end:
         raise KernelOops("remap_pfn_range", f"range {addr:#x}-{end:#x} outside {vma.trace_name()}")
     vma.vm_flags |= spec.remap_pfn_range_flags
-    table = vma.vm_mm.pgtable
+    table = mm.pgtable
     vpn0 = addr >> PAGE_SHIFT
     npages = (end - addr) >> PAGE_SHIFT
+    pte0 = mk_pte(pfn, prot, special=True)
+    if npages == 1:  # one page: the system heap remaps page by page up to 6.18
+        if vpn0 in table.entries:
+            raise KernelOops("remap_pte_range", "BUG_ON(!pte_none(*pte))")
+        table.set(vpn0, pte0)
+        return 0
     # remap_pte_range fills PTEs in order until it meets a present one: fill the
     # run before the first present PTE in bulk.  mk_pte(pfn + i, ...) is
     # mk_pte(pfn, ...) + (i << PAGE_SHIFT): the flag bits sit below the pfn.
     busy = table.first_present(vpn0, vpn0 + npages)
     run = npages if busy is None else busy - vpn0
-    pte0 = mk_pte(pfn, prot, special=True)
     table.set_range(vpn0, range(pte0, pte0 + (run << PAGE_SHIFT), PAGE_SIZE))
     if busy is not None:
         # remap_pte_range: BUG_ON(!pte_none(*pte)) on every version (-EACCES there
@@ -600,7 +607,18 @@ def vm_insert_page(vma: VmAreaStruct, addr: int, page: Page) -> int:
 @kernel_function("vmf_insert_pfn", file="mm/memory.c")
 def vmf_insert_pfn(vma: VmAreaStruct, addr: int, pfn: int) -> int:
     """Insert a raw pfn from a fault handler; returns a ``vm_fault_t`` (R38)."""
-    return _insert_pfn(vma, addr, pfn, mixed=False)
+    flags = vma.vm_flags
+    if flags & (VM_PFNMAP | VM_MIXEDMAP) != VM_PFNMAP or is_cow_mapping(flags):
+        return _insert_pfn(vma, addr, pfn, mixed=False)  # a BUG_ON, or a VM_MIXEDMAP vma
+    # A shared VM_PFNMAP vma, what every pfn-mapping fault handler has: the same steps
+    # as _insert_pfn takes for it, without the checks it has just passed.
+    if addr < vma.vm_start or addr >= vma.vm_end:
+        return VM_FAULT_SIGBUS
+    vpn = addr >> PAGE_SHIFT
+    table = vma.vm_mm.pgtable
+    if vpn not in table.entries:  # insert_pfn: a present PTE is left alone (R38)
+        table.set(vpn, mk_pte(pfn, vma.vm_page_prot, special=True))
+    return VM_FAULT_NOPAGE
 
 
 @kernel_function("vmf_insert_mixed", file="mm/memory.c")
@@ -610,28 +628,31 @@ def vmf_insert_mixed(vma: VmAreaStruct, addr: int, pfn: int) -> int:
 
 
 def _insert_pfn(vma: VmAreaStruct, addr: int, pfn: int, *, mixed: bool) -> int:
-    kinds = vma.vm_flags & (VM_PFNMAP | VM_MIXEDMAP)
-    name = "vmf_insert_mixed" if mixed else "vmf_insert_pfn"
-    if not kinds:
-        raise KernelOops(name, "BUG_ON(!(vma->vm_flags & (VM_PFNMAP|VM_MIXEDMAP)))")
-    if kinds == VM_PFNMAP | VM_MIXEDMAP:
+    flags = vma.vm_flags
+    kinds = flags & (VM_PFNMAP | VM_MIXEDMAP)
+    if kinds not in (VM_PFNMAP, VM_MIXEDMAP):  # neither, or both
+        name = "vmf_insert_mixed" if mixed else "vmf_insert_pfn"
+        if not kinds:
+            raise KernelOops(name, "BUG_ON(!(vma->vm_flags & (VM_PFNMAP|VM_MIXEDMAP)))")
         raise KernelOops(name, "BUG_ON(both VM_PFNMAP and VM_MIXEDMAP)")
-    if vma.vm_flags & VM_PFNMAP and _is_cow(vma):
+    if kinds == VM_PFNMAP and is_cow_mapping(flags):
+        name = "vmf_insert_mixed" if mixed else "vmf_insert_pfn"
         raise KernelOops(name, "BUG_ON(VM_PFNMAP && is_cow_mapping)")
     if addr < vma.vm_start or addr >= vma.vm_end:
         return VM_FAULT_SIGBUS
     vpn = addr >> PAGE_SHIFT
     table = vma.vm_mm.pgtable
-    if table.get(vpn) is not None:
+    if vpn in table.entries:
         return VM_FAULT_NOPAGE  # already present: nothing to do (R38)
-    kernel = vma.kernel
-    if mixed and vma.vm_flags & VM_MIXEDMAP and kernel.mem.pfn_allocated(pfn):
-        page = kernel.mem.pfn_to_page(pfn)
-        get_page(page)
-        page.mapcount += 1
-        table.set(vpn, mk_pte(pfn, vma.vm_page_prot))
-    else:
-        table.set(vpn, mk_pte(pfn, vma.vm_page_prot, special=True))
+    if mixed and kinds == VM_MIXEDMAP:
+        mem = vma.vm_mm.kernel.mem
+        if mem.pfn_allocated(pfn):
+            page = mem.pfn_to_page(pfn)
+            get_page(page)
+            page.mapcount += 1
+            table.set(vpn, mk_pte(pfn, vma.vm_page_prot))
+            return VM_FAULT_NOPAGE
+    table.set(vpn, mk_pte(pfn, vma.vm_page_prot, special=True))
     return VM_FAULT_NOPAGE
 
 
@@ -649,7 +670,7 @@ def copy_page_range(dst: VmAreaStruct, src: VmAreaStruct) -> int:
     kernel = src.kernel
     src_table = src.vm_mm.pgtable
     dst_table = dst.vm_mm.pgtable
-    cow = _is_cow(src)
+    cow = is_cow_mapping(src.vm_flags)
     for vpn, pte in list(
         src_table.iter_range(src.vm_start >> PAGE_SHIFT, src.vm_end >> PAGE_SHIFT)
     ):

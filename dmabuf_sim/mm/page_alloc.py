@@ -618,9 +618,9 @@ class PhysicalMemory:
         """Hand out zeroed frames.  The kernel zeroes with CPU stores (clear_page), which
         overwrite any line a previous owner left in the CPU cache; here DRAM is cleared
         and such stale lines are dropped, so old data can never reach the new owner."""
-        observer = self.kernel.access_observer
-        if observer is not None:
-            observer.memory_reset(pfn, npages)
+        observers = self.kernel.observers
+        if observers.memory_reset:
+            observers.emit("memory_reset", pfn, npages)
         self._clear_data(pfn, npages)
         cache = getattr(self.kernel, "cache", None)  # absent while the Kernel is built
         if cache is not None and cache.lines:
@@ -731,10 +731,22 @@ class PhysicalMemory:
         return len(self._data)
 
     # -- bytes ----------------------------------------------------------------
+    @property
+    def frames(self) -> dict[int, bytearray]:
+        """The frames that hold data, by pfn (the others read as zeros); the live dict.
+
+        Only the CPU cache reads it directly (a line fill slices one frame); everyone
+        else goes through :meth:`read` and :meth:`write`."""
+        return self._data
+
     def read(self, pa: int, n: int) -> bytes:
         """Read ``n`` bytes of physical memory (the DRAM view, no cache)."""
-        out = bytearray()
         data = self._data
+        off = pa & (PAGE_SIZE - 1)
+        if off + n <= PAGE_SIZE:  # within one frame: the common case
+            page = data.get(pa >> PAGE_SHIFT)
+            return bytes(page[off : off + n]) if page is not None else bytes(n)
+        out = bytearray()
         while n > 0:
             pfn, off = divmod(pa, PAGE_SIZE)
             chunk = min(n, PAGE_SIZE - off)
@@ -747,9 +759,19 @@ class PhysicalMemory:
     def write(self, pa: int, buf: bytes | bytearray | memoryview) -> None:
         """Write bytes to physical memory (the DRAM view, no cache)."""
         data = self._data
+        n = len(buf)
+        off = pa & (PAGE_SIZE - 1)
+        if off + n <= PAGE_SIZE:  # within one frame: the common case
+            pfn = pa >> PAGE_SHIFT
+            page = data.get(pfn)
+            if page is None:
+                if not any(buf):
+                    return  # writing zeros to an untouched page changes nothing
+                page = data[pfn] = bytearray(PAGE_SIZE)
+            page[off : off + n] = buf
+            return
         mv = memoryview(buf)
         pos = 0
-        n = len(mv)
         while pos < n:
             pfn, off = divmod(pa + pos, PAGE_SIZE)
             chunk = min(n - pos, PAGE_SIZE - off)

@@ -185,12 +185,22 @@ class PageTable:
     _tables: dict[int, list[int]] = field(init=False, factory=dict, repr=False)
     """Page-table page number → its present vpns, ascending."""
     _table_keys: list[int] = field(init=False, factory=list, repr=False)
-    """The keys of ``_tables``, ascending (bisected by range walks)."""
+    """The keys of ``_tables``, ascending (bisected by range walks), plus the keys of
+    tables emptied since the last compaction (``_stale``), which walks skip."""
+    _stale: set[int] = field(init=False, factory=set, repr=False)
+    """Keys still in ``_table_keys`` whose table was emptied: removing a key from the
+    sorted list at once would cost the length of the list, so an emptied table only
+    marks its key, and the list is compacted once half of it is stale (amortised
+    ``O(1)`` per emptied table, at any spread)."""
     _nindexed: int = field(init=False, default=0, repr=False)
     visits: int = field(init=False, default=0, repr=False)
-    """Diagnostics counter: page-table pages and PTE slots that :meth:`iter_range`
-    examined, summed over all calls.  Tests read it to check that a walk's cost
-    follows the work done; nothing else depends on it."""
+    """Diagnostics counter: page-table pages and PTE slots that range walks
+    (:meth:`iter_range`, :meth:`first_present`) examined, summed over all calls.
+    Tests read it to check that a walk's cost follows the work done; nothing else
+    depends on it."""
+    compacted: int = field(init=False, default=0, repr=False)
+    """Diagnostics counter: table keys the compactions of ``_table_keys`` copied (at
+    most twice the tables emptied so far).  Like :attr:`visits`, for tests only."""
 
     def __attrs_post_init__(self) -> None:
         if self.entries:
@@ -206,7 +216,7 @@ class PageTable:
             table = self._tables.get(key)
             if table is None:
                 self._tables[key] = [vpn]
-                insort(self._table_keys, key)
+                self._add_key(key)
             elif vpn > table[-1]:
                 table.append(vpn)  # ascending fills (faults, remaps, fork) append
             else:
@@ -223,6 +233,13 @@ class PageTable:
         nothing) if a PTE in the range is already present.
         """
         n = len(ptes)
+        if n == 1:  # one page (remap_pfn_range page by page): what set() does
+            if start_vpn in self.entries:
+                raise ValueError(
+                    f"set_range over present PTEs in [{start_vpn:#x}, {start_vpn + 1:#x})"
+                )
+            self.set(start_vpn, ptes[0])
+            return
         if not n:
             return
         end_vpn = start_vpn + n
@@ -246,17 +263,41 @@ class PageTable:
                 table.extend(range(lo, hi))
                 table.sort()
         if new_keys:
-            keys = self._table_keys
-            i = bisect_left(keys, new_keys[0])
-            if i == len(keys) or keys[i] > new_keys[-1]:
-                keys[i:i] = new_keys  # the usual case: no populated table in between
+            stale = self._stale
+            if stale and not stale.isdisjoint(new_keys):
+                for key in new_keys:
+                    self._add_key(key)  # some are still listed: revive those one by one
             else:
-                keys.extend(new_keys)
-                keys.sort()
+                keys = self._table_keys
+                i = bisect_left(keys, new_keys[0])
+                if i == len(keys) or keys[i] > new_keys[-1]:
+                    keys[i:i] = new_keys  # the usual case: no populated table in between
+                else:
+                    keys.extend(new_keys)
+                    keys.sort()
         self._nindexed += n
+
+    def _add_key(self, key: int) -> None:
+        """List a newly populated table (its key may still be listed, stale)."""
+        stale = self._stale
+        if key in stale:
+            stale.discard(key)
+            return
+        keys = self._table_keys
+        if not keys or key > keys[-1]:
+            keys.append(key)  # ascending fills append
+        else:
+            insort(keys, key)
 
     def first_present(self, start_vpn: int, end_vpn: int) -> int | None:
         """The lowest present vpn in ``[start_vpn, end_vpn)``, or None (``O(log tables)``)."""
+        if end_vpn - start_vpn <= _DIRECT_PROBE_MAX:  # a few pages: probe them directly
+            entries = self.entries
+            self.visits += max(0, end_vpn - start_vpn)
+            for vpn in range(start_vpn, end_vpn):
+                if vpn in entries:
+                    return vpn
+            return None
         for vpn, _pte in self.iter_range(start_vpn, end_vpn):
             return vpn
         return None
@@ -268,12 +309,23 @@ class PageTable:
             table = self._tables[key]
             if len(table) == 1:
                 del self._tables[key]
-                keys = self._table_keys
-                del keys[bisect_left(keys, key)]
+                self._drop_key(key)
+            elif vpn == table[-1]:
+                table.pop()
             else:
                 del table[bisect_left(table, vpn)]
             self._nindexed -= 1
         return pte
+
+    def _drop_key(self, key: int) -> None:
+        """A table was emptied: mark its key stale; compact once half the list is stale."""
+        stale = self._stale
+        stale.add(key)
+        keys = self._table_keys
+        if len(stale) * 2 > len(keys):
+            self.compacted += len(keys)
+            keys[:] = [k for k in keys if k not in stale]
+            stale.clear()
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -290,13 +342,18 @@ class PageTable:
                 table.append(vpn)
         self._tables = tables
         self._table_keys = sorted(tables)
+        self._stale = set()
         self._nindexed = len(self.entries)
 
     def check_index(self) -> None:
         """Assert that the range index matches ``entries`` exactly (for tests)."""
-        indexed = [vpn for key in self._table_keys for vpn in self._tables[key]]
+        listed = [key for key in self._table_keys if key not in self._stale]
+        indexed = [vpn for key in listed for vpn in self._tables[key]]
         assert indexed == sorted(self.entries), "page-table range index out of step"
-        assert sorted(self._tables) == self._table_keys
+        assert sorted(self._tables) == listed
+        assert self._table_keys == sorted(set(self._table_keys)), "table keys out of order"
+        assert self._stale <= set(self._table_keys), "a stale key is not listed"
+        assert not self._stale & set(self._tables), "a populated table is marked stale"
         assert all(self._tables.values()), "empty page-table page left in the index"
         assert self._nindexed == len(self.entries)
 
@@ -330,7 +387,7 @@ class PageTable:
             table = tables.get(key)
             self.visits += 1
             if table is None:
-                continue  # emptied while the iterator was suspended
+                continue  # emptied (a stale key, or while the iterator was suspended)
             i = bisect_left(table, start_vpn) if key == first else 0
             j = bisect_left(table, end_vpn, i) if key == last else len(table)
             vpns = table[i:j]

@@ -187,8 +187,8 @@ def _shmem_read(file: File, count: int, pos: int) -> bytes | int:
         else:
             pa = (pfn << PAGE_SHIFT) + off
             piece = kernel.cache.load(pa, chunk)
-            if kernel.access_observer is not None:
-                kernel.access_observer.cpu_access(pa, piece, False, "read(2)")
+            if kernel.observers.cpu_access:
+                kernel.observers.emit("cpu_access", pa, piece, False, "read(2)")
             out += piece
         pos += chunk
     return bytes(out)
@@ -220,8 +220,8 @@ def _shmem_write(file: File, data: bytes, pos: int) -> int:
         piece = data[done : done + chunk]
         pa = (page.pfn << PAGE_SHIFT) + off
         kernel.cache.store(pa, piece)
-        if kernel.access_observer is not None:
-            kernel.access_observer.cpu_access(pa, piece, True, "write(2)")
+        if kernel.observers.cpu_access:
+            kernel.observers.emit("cpu_access", pa, piece, True, "write(2)")
         done += chunk
     inode.i_size = max(inode.i_size, end)
     return done

@@ -210,8 +210,8 @@ def vm_area_dup(orig: VmAreaStruct, mm: MmStruct | None = None) -> VmAreaStruct:
     )
     new.anon_vma = orig.anon_vma
     kernel = new.vm_mm.kernel
-    if kernel.instruments:
-        kernel.emit("vma_dup", orig, new)
+    if kernel.observers.vma_dup:
+        kernel.observers.emit("vma_dup", orig, new)
     return new
 
 

@@ -56,27 +56,27 @@ class KernelMapping:
     def read(self, offset: int, n: int) -> bytes:
         cache, mem = self.kernel.cache, self.kernel.mem
         wb = self.cache_mode == CACHE_WB
-        observer = self.kernel.access_observer
+        observers = self.kernel.observers
         out = bytearray()
         for pa, _p, k in self._pieces(offset, n):
             piece = cache.load(pa, k) if wb else mem.read(pa, k)
-            if observer is not None:
-                observer.cpu_access(pa, piece, False, "kernel (vmap)")
+            if observers.cpu_access:
+                observers.emit("cpu_access", pa, piece, False, "kernel (vmap)")
             out += piece
         return bytes(out)
 
     def write(self, offset: int, data: bytes) -> None:
         cache, mem = self.kernel.cache, self.kernel.mem
         wb = self.cache_mode == CACHE_WB
-        observer = self.kernel.access_observer
+        observers = self.kernel.observers
         for pa, pos, k in self._pieces(offset, len(data)):
             piece = bytes(data[pos : pos + k])
             if wb:
                 cache.store(pa, piece)
             else:
                 mem.write(pa, piece)
-            if observer is not None:
-                observer.cpu_access(pa, piece, True, "kernel (vmap)")
+            if observers.cpu_access:
+                observers.emit("cpu_access", pa, piece, True, "kernel (vmap)")
 
     def flush(self) -> None:
         """``flush_kernel_vmap_range``: write dirty lines back."""
@@ -101,8 +101,8 @@ class KernelMapping:
 def vmap(kernel: Kernel, pfns: list[int], cache_mode: int = CACHE_WB) -> KernelMapping:
     """Map ``pfns`` contiguously in kernel virtual space (instruments see ``on_vmap``)."""
     mapping = KernelMapping(kernel, list(pfns), cache_mode)
-    if kernel.instruments:
-        kernel.emit("vmap", mapping)
+    if kernel.observers.vmap:
+        kernel.observers.emit("vmap", mapping)
     return mapping
 
 
@@ -111,5 +111,5 @@ def vunmap(mapping: KernelMapping) -> None:
     """Tear a kernel mapping down; any later access through it is a use after free."""
     mapping.mapped = False
     kernel = mapping.kernel
-    if kernel.instruments:
-        kernel.emit("vunmap", mapping)
+    if kernel.observers.vunmap:
+        kernel.observers.emit("vunmap", mapping)

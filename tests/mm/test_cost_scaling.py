@@ -5,7 +5,7 @@ state."  These tests check it deterministically by counting, never by timing:
 
 * ``PageTable.visits`` — page-table pages and PTE slots a range walk examined;
 * ``MmStruct.visits`` — vmas the top-down ``get_unmapped_area`` search examined;
-* dict probes of the buddy allocator, tracer look-ups of ``kernel_function``.
+* dict probes of the buddy allocator, calls that ran a ``kernel_function`` trampoline.
 
 The free-area cache must never change an answer, so the hint-less mmap tests
 also compare every address with the full top-down walk it replaces.
@@ -28,6 +28,7 @@ from dmabuf_sim import Kernel, Process
 from dmabuf_sim import trace as trace_mod
 from dmabuf_sim.errors import KernelOops, Signal
 from dmabuf_sim.fs import File, FileOperations
+from dmabuf_sim.mm import memory as memory_mod
 from dmabuf_sim.mm.memory import get_page, remap_pfn_range, unmap_mapping_range
 from dmabuf_sim.mm.mmap import MAP_FIXED, MMAP_MIN_ADDR, MmStruct
 from dmabuf_sim.mm.page_alloc import PAGE_SIZE
@@ -528,25 +529,24 @@ def test_pfn_allocated_keeps_its_answers() -> None:
 
 @pytest.fixture
 def counted_tracer_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
-    """Count tracer look-ups by kernel_function wrappers and Tracer.event calls.
+    """Count traced kernel function calls (trampoline runs) and Tracer.event calls.
 
-    The registry of enabled tracers is swapped for an empty one, so tracers that
-    other tests left enabled (and the GC has not collected yet) do not count."""
+    Kernels that other tests left tracing are collected first, so that no kernel in
+    the process listens to kernel function calls when the test starts."""
     gc.collect()
-    monkeypatch.setattr(trace_mod, "_ENABLED_TRACERS", set())
-    counts = {"lookups": 0, "events": 0}
-    real_tracer_of = trace_mod._tracer_of
+    counts = {"traced_calls": 0, "events": 0}
+    real_call = trace_mod._KernelFunction.call
     real_event = Tracer.event
 
-    def tracer_of(args: tuple[Any, ...]) -> Tracer | None:
-        counts["lookups"] += 1
-        return real_tracer_of(args)
+    def call(self: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        counts["traced_calls"] += 1
+        return real_call(self, args, kwargs)
 
     def event(self: Tracer, func: str, note: str = "", args: str = "") -> None:
         counts["events"] += 1
         real_event(self, func, note, args)
 
-    monkeypatch.setattr(trace_mod, "_tracer_of", tracer_of)
+    monkeypatch.setattr(trace_mod._KernelFunction, "call", call)
     monkeypatch.setattr(Tracer, "event", event)
     yield counts
 
@@ -565,15 +565,19 @@ def fault_pages(p: Process, mapped: tuple[int, int], n: int) -> None:
         p.write_memory(a, b"x")  # do_anonymous_page: _install_page
 
 
-def test_untraced_faults_neither_look_up_a_tracer_nor_build_events(
+def test_untraced_faults_run_no_wrapper_and_build_no_events(
     counted_tracer_calls: dict[str, int],
 ) -> None:
+    assert not trace_mod.call_tracing_active()
+    # the functions of the fault path are their own code: nothing stands in front of them
+    for fn in (memory_mod.do_user_addr_fault, memory_mod.handle_mm_fault, memory_mod.do_fault):
+        assert fn.__code__ is fn.__kernel_function__.code  # type: ignore[attr-defined]
     _, p, _, fd = machine(64)
     mapped = map_two(p, fd, 32)
-    counted_tracer_calls.update(lookups=0, events=0)  # boot and mmap may post events
+    counted_tracer_calls.update(traced_calls=0, events=0)  # boot and mmap may post events
     fault_pages(p, mapped, 32)
     assert len(p.mm.pgtable) == 64
-    assert counted_tracer_calls == {"lookups": 0, "events": 0}
+    assert counted_tracer_calls == {"traced_calls": 0, "events": 0}
 
 
 def test_a_traced_kernel_still_traces_while_another_does_not(
@@ -584,24 +588,27 @@ def test_a_traced_kernel_still_traces_while_another_does_not(
     mapped1, mapped2 = map_two(p1, fd1, 4), map_two(p2, fd2, 4)
     with k2.trace() as events:
         fault_pages(p2, mapped2, 4)
-        fault_pages(p1, mapped1, 4)  # traced kernel on, this one off: looked up, not recorded
+        fault_pages(p1, mapped1, 4)  # traced kernel on, this one off: trampolined, not recorded
     assert k1.tracer.events == []
     assert [e.func for e in events if e.kind == "event"] == ["set_pte_at"] * 8
-    assert counted_tracer_calls["lookups"] > 0
-    assert not trace_mod._ENABLED_TRACERS  # capture() switched it off again
+    assert counted_tracer_calls["traced_calls"] > 0
+    assert not trace_mod.call_tracing_active()  # capture() switched it off again
 
 
-def test_the_registry_of_enabled_tracers_follows_enable_disable_and_collection() -> None:
+def test_the_code_patch_follows_enable_disable_and_collection() -> None:
     gc.collect()
+    assert not trace_mod.call_tracing_active()
     k = Kernel("latest", trace=True)
-    key = id(k.tracer)
-    assert key in trace_mod._ENABLED_TRACERS
+    assert trace_mod.call_tracing_active()
     k.tracer.enabled = False
-    assert key not in trace_mod._ENABLED_TRACERS
+    assert not trace_mod.call_tracing_active()
     with k.trace():
-        assert key in trace_mod._ENABLED_TRACERS
-    assert key not in trace_mod._ENABLED_TRACERS
+        assert trace_mod.call_tracing_active()
+    assert not trace_mod.call_tracing_active()
     k.tracer.enabled = True
+    other = Kernel("latest", trace=True)
     del k
     gc.collect()
-    assert key not in trace_mod._ENABLED_TRACERS
+    assert trace_mod.call_tracing_active()  # the other kernel still listens
+    other.tracer.enabled = False
+    assert not trace_mod.call_tracing_active()
