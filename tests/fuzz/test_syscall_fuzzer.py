@@ -556,6 +556,9 @@ def exempt(step: Step, err: OSError, vmas: list[tuple[int, ...]]) -> str:
         addr, old_len = step.args[0] % 2**64, step.args[1] % 2**64
         if sum(v[0] < addr + old_len and addr < v[1] for v in vmas) > 1:
             return "a multi-vma move (6.17+) keeps the vmas it moved before failing"
+        tail = addr + new_len
+        if old_len > new_len and any(v[0] < addr + old_len and tail < v[1] for v in vmas):
+            return "a shrinking MREMAP_FIXED unmapped the old tail before the source was checked"
     return ""
 
 

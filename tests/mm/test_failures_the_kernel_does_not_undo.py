@@ -206,3 +206,25 @@ def test_mremap_fixed_checks_the_source_before_unmapping_the_target_since_6_17(
     assert errno_of(p.mremap, source, old_len, old_len + PAGE, 3, BASE) == errno.EFAULT
     assert snap(k) == before
     assert p.read_memory(BASE, 4) == b"lost"
+
+
+@pytest.mark.parametrize(
+    ("spec", "tail_kept"), [("v5.10", False), ("v6.12", False), ("latest", True)]
+)
+def test_a_shrinking_mremap_fixed_unmaps_the_old_tail_before_the_source_check(
+    spec: str, tail_kept: bool
+) -> None:
+    """mm/mremap.c mremap_to (before 6.17): "if (old_len > new_len)" the tail
+    [addr + new_len, addr + old_len) is unmapped before vma_to_resize finds that the
+    kept part runs past the source vma: EFAULT, with the mapping in the tail gone.
+    Since 6.17 check_prep_vma refuses it first and nothing changes."""
+    k, p = _two_anonymous_pages(spec)
+    allocated = k.mem.allocated_pages
+    # shrink 5 pages to 4 from the 1-page "lost" vma: the tail is the "kept" page
+    got = errno_of(p.mremap, BASE, 5 * PAGE, 4 * PAGE, 3, BASE + 16 * PAGE)
+    assert got == errno.EFAULT
+    left = [(v.vm_start, v.vm_end) for v in p.mm.vmas]
+    kept = (BASE + 4 * PAGE, BASE + 5 * PAGE)
+    assert left == ([(BASE, BASE + PAGE), kept] if tail_kept else [(BASE, BASE + PAGE)])
+    assert k.mem.allocated_pages == allocated - (0 if tail_kept else 1)
+    assert p.read_memory(BASE, 4) == b"lost"
