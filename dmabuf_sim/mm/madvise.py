@@ -298,19 +298,14 @@ def madvise_update_vma(
     """Give ``[start, end)`` of ``vma`` the new flags, splitting at the edges first."""
     if new_flags == vma.vm_flags:
         return 0
-    ops = vma.vm_ops
     if start > vma.vm_start:
-        if ops is not None and ops.may_split is not None:
-            err = ops.may_split(vma, start)
-            if err:
-                return err
-        split_vma(mm, vma, start, new_below=True)
+        err = split_vma(mm, vma, start, new_below=True)
+        if err:
+            return err
     if end < vma.vm_end:
-        if ops is not None and ops.may_split is not None:
-            err = ops.may_split(vma, end)
-            if err:
-                return err
-        split_vma(mm, vma, end, new_below=False)
+        err = split_vma(mm, vma, end, new_below=False)
+        if err:
+            return err
     vma.vm_flags = new_flags
     return 0
 

@@ -409,7 +409,7 @@ class MmStruct:
     def do_munmap(self, start: int, length: int) -> int:
         return do_munmap(self, start, length)
 
-    def split_vma(self, vma: VmAreaStruct, addr: int, *, new_below: bool) -> VmAreaStruct:
+    def split_vma(self, vma: VmAreaStruct, addr: int, *, new_below: bool) -> int:
         return split_vma(self, vma, addr, new_below=new_below)
 
     def unmap_region(self, vma: VmAreaStruct, start: int, end: int) -> None:
@@ -638,7 +638,7 @@ def do_munmap(mm: MmStruct, start: int, length: int) -> int:
         return -errno.EINVAL
     if not mm.vmas_in(start, end):
         return 0
-    err = _split_edges(mm, start, end, may_fail=True)
+    err = _split_edges(mm, start, end)
     if err:
         return err
     doomed = mm.vmas_in(start, end)
@@ -651,30 +651,31 @@ def do_munmap(mm: MmStruct, start: int, length: int) -> int:
     return 0
 
 
-def _split_edges(mm: MmStruct, start: int, end: int, *, may_fail: bool) -> int:
+def _split_edges(mm: MmStruct, start: int, end: int) -> int:
     # As in do_vmi_align_munmap (and 3.x do_munmap): split the start edge, then
-    # the end edge, each after its own ->may_split.  A veto at the end edge
-    # returns with the start edge already split; the kernel does not undo it.
+    # the end edge.  A ->may_split veto at the end edge returns with the start
+    # edge already split; the kernel does not undo it.
     for at in (start, end):
         vma = mm.vma_lookup(at - 1 if at == end else at)
         if vma is None or not vma.vm_start < at < vma.vm_end:
             continue
-        ops = vma.vm_ops
-        if may_fail and ops is not None and ops.may_split is not None:
-            err = ops.may_split(vma, at)
-            if err:
-                return err
-        split_vma(mm, vma, at, new_below=at == start)
+        err = split_vma(mm, vma, at, new_below=at == start)
+        if err:
+            return err
     return 0
 
 
 @kernel_function("__split_vma", file="mm/vma.c", hide_first=True)
-def split_vma(mm: MmStruct, vma: VmAreaStruct, addr: int, *, new_below: bool) -> VmAreaStruct:
-    """Split ``vma`` at ``addr``; the new vma gets a file reference and ``->open``.
+def split_vma(mm: MmStruct, vma: VmAreaStruct, addr: int, *, new_below: bool) -> int:
+    """Split ``vma`` at ``addr``: 0, or the ``-errno`` of ``->may_split``'s veto.
 
-    With ``new_below`` the new vma is the part below ``addr`` (and the old
-    vma keeps the top); otherwise the new vma is the top part.
+    The new vma gets a file reference and ``->open``.  With ``new_below`` it is
+    the part below ``addr`` (and the old vma keeps the top); otherwise the top part.
     """
+    if vma.vm_ops is not None and vma.vm_ops.may_split is not None:
+        err = vma.vm_ops.may_split(vma, addr)
+        if err:
+            return err
     delta = (addr - vma.vm_start) >> PAGE_SHIFT
     new = vm_area_dup(vma)
     if new_below:
@@ -689,7 +690,7 @@ def split_vma(mm: MmStruct, vma: VmAreaStruct, addr: int, *, new_below: bool) ->
     if new.vm_ops is not None and new.vm_ops.open is not None:
         new.vm_ops.open(new)
     mm.vma_link(new)
-    return new
+    return 0
 
 
 @kernel_function("remove_vma", file="mm/vma.c")

@@ -95,21 +95,16 @@ def do_mprotect_pkey(mm: MmStruct, start: int, length: int, prot: int) -> int:
 def mprotect_fixup(mm: MmStruct, vma: VmAreaStruct, start: int, end: int, newflags: int) -> int:
     if newflags == vma.vm_flags:
         return 0
-    # Each split asks ->may_split just before it happens: a veto at the end edge
-    # leaves the start edge already split, as mprotect_fixup's split_vma calls do.
-    ops = vma.vm_ops
+    # __split_vma asks ->may_split: a veto at the end edge leaves the start edge
+    # already split, as mprotect_fixup's split_vma calls do.
     if start > vma.vm_start:
-        if ops is not None and ops.may_split is not None:
-            err = ops.may_split(vma, start)
-            if err:
-                return err
-        split_vma(mm, vma, start, new_below=True)
+        err = split_vma(mm, vma, start, new_below=True)
+        if err:
+            return err
     if end < vma.vm_end:
-        if ops is not None and ops.may_split is not None:
-            err = ops.may_split(vma, end)
-            if err:
-                return err
-        split_vma(mm, vma, end, new_below=False)
+        err = split_vma(mm, vma, end, new_below=False)
+        if err:
+            return err
     vma.vm_flags = newflags
     cache = vma.vm_page_prot & _CACHE_BITS
     vma.vm_page_prot = (vm_get_page_prot(newflags) & ~_CACHE_BITS) | cache
