@@ -72,7 +72,7 @@ from .mm.mmap import MmStruct
 from .mm.msync import sys_msync
 from .mm.page_alloc import PAGE_SHIFT
 from .mm.shmem import MFD_CLOEXEC, is_shmem_file, memfd_create, shmem_truncate
-from .mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_WRITE
+from .mm.vma import vma_perms
 from .module import delete_module
 
 if TYPE_CHECKING:
@@ -517,13 +517,7 @@ class Process:
         """``/proc/<pid>/maps``."""
         lines = []
         for vma in self.mm.vmas:
-            flags = vma.vm_flags
-            perms = (
-                ("r" if flags & VM_READ else "-")
-                + ("w" if flags & VM_WRITE else "-")
-                + ("x" if flags & VM_EXEC else "-")
-                + ("s" if flags & VM_MAYSHARE else "p")
-            )
+            perms = vma_perms(vma.vm_flags)
             file = vma.vm_file
             if file is not None:
                 dev = _SB_DEV.get(file.f_inode.i_sb, 0)

@@ -38,7 +38,7 @@ from .fs import File
 from .kernel import Kernel
 from .mm.page_alloc import PAGE_SHIFT
 from .mm.pgtable import cache_mode_name, pte_cache_mode, pte_pfn, pte_special, pte_write
-from .mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_WRITE, vm_flags_str
+from .mm.vma import vm_flags_str, vma_perms
 from .process import Process
 
 __all__ = [
@@ -230,7 +230,7 @@ def _process(p: Process) -> ProcessSnapshot:
         VmaState(
             v.vm_start,
             v.vm_end,
-            _perms(v.vm_flags),
+            vma_perms(v.vm_flags),
             v.vm_pgoff,
             v.vm_file.path() if v.vm_file is not None else "",
             vm_flags_str(v.vm_flags),
@@ -286,13 +286,4 @@ def _dma_buf(d: DmaBuf) -> DmaBufState:
         d.vmapping_counter,
         d.released,
         id(d),
-    )
-
-
-def _perms(flags: int) -> str:
-    return (
-        ("r" if flags & VM_READ else "-")
-        + ("w" if flags & VM_WRITE else "-")
-        + ("x" if flags & VM_EXEC else "-")
-        + ("s" if flags & VM_MAYSHARE else "p")
     )

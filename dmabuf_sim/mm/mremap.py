@@ -255,14 +255,20 @@ def remap_move(mm: MmStruct, addr: int, length: int, new_addr: int, flags: int) 
 def mremap_to(
     mm: MmStruct, addr: int, old_len: int, new_addr: int, new_len: int, flags: int
 ) -> int:
-    """Move (and resize) to ``new_addr`` (``MREMAP_FIXED``) or anywhere (``DONTUNMAP``)."""
-    if new_addr & ~PAGE_MASK:
-        return -errno.EINVAL
-    if new_len > TASK_SIZE or new_addr > TASK_SIZE - new_len:
-        return -errno.EINVAL
-    # "Ensure the old/new locations do not overlap"
-    if addr + old_len > new_addr and new_addr + new_len > addr:
-        return -errno.EINVAL
+    """Move (and resize) to ``new_addr`` (``MREMAP_FIXED``) or anywhere (``DONTUNMAP``).
+
+    Since the 6.16-6.17 rework its caller has checked the new range
+    (``check_mremap_params``) and the source (``check_prep_vma``) already.
+    """
+    reworked = mm.kernel.spec.mremap_remap_move
+    if not reworked:
+        if new_addr & ~PAGE_MASK:
+            return -errno.EINVAL
+        if new_len > TASK_SIZE or new_addr > TASK_SIZE - new_len:
+            return -errno.EINVAL
+        # "Ensure the old/new locations do not overlap"
+        if addr + old_len > new_addr and new_addr + new_len > addr:
+            return -errno.EINVAL
     if flags & MREMAP_FIXED:
         # "VMA is moved to dst address, and munmap dst first."  A failure below leaves
         # this hole: the kernel does not undo it.
@@ -274,10 +280,15 @@ def mremap_to(
         if ret:
             return ret
         old_len = new_len
-    vma_or_err = vma_to_resize(mm, addr, old_len, new_len, flags)
-    if isinstance(vma_or_err, int):
-        return vma_or_err
-    vma = vma_or_err
+    if reworked:
+        found = mm.vma_lookup(addr)
+        assert found is not None  # check_prep_vma found it; the unmaps above spare it
+        vma = found
+    else:
+        vma_or_err = vma_to_resize(mm, addr, old_len, new_len, flags)
+        if isinstance(vma_or_err, int):
+            return vma_or_err
+        vma = vma_or_err
     map_flags = MAP_FIXED if flags & MREMAP_FIXED else 0
     if vma.vm_flags & VM_MAYSHARE:
         map_flags |= MAP_SHARED

@@ -57,6 +57,7 @@ __all__ = [
     "vm_area_dup",
     "vm_flags_str",
     "vma_pages",
+    "vma_perms",
 ]
 
 VM_READ = 0x00000001
@@ -118,6 +119,16 @@ _FLAG_NAMES = [
     (VM_DONTDUMP, "dd"),
     (VM_MIXEDMAP, "mm"),
 ]
+
+
+def vma_perms(flags: int) -> str:
+    """The ``rwxp``/``rwxs`` column of /proc/PID/maps (``show_map_vma``)."""
+    return (
+        ("r" if flags & VM_READ else "-")
+        + ("w" if flags & VM_WRITE else "-")
+        + ("x" if flags & VM_EXEC else "-")
+        + ("s" if flags & VM_MAYSHARE else "p")
+    )
 
 
 def vm_flags_str(flags: int) -> str:

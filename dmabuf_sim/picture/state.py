@@ -38,7 +38,7 @@ from ..device import SgTable
 from ..mm.cache import LINE_SIZE
 from ..mm.page_alloc import PAGE_SHIFT
 from ..mm.pgtable import cache_mode_name, pte_cache_mode, pte_pfn, pte_special, pte_write
-from ..mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_WRITE, vm_flags_str
+from ..mm.vma import vm_flags_str, vma_perms
 
 if TYPE_CHECKING:
     from ..dma_buf.core import DmaBuf
@@ -174,15 +174,6 @@ def _page_index(priv: Any) -> Callable[[int], int | None] | None:
     return None
 
 
-def _perms(flags: int) -> str:
-    return (
-        ("r" if flags & VM_READ else "-")
-        + ("w" if flags & VM_WRITE else "-")
-        + ("x" if flags & VM_EXEC else "-")
-        + ("s" if flags & VM_MAYSHARE else "p")
-    )
-
-
 def _pte_flags(pte: int) -> str:
     bits = ["rw" if pte_write(pte) else "ro"]
     if pte_special(pte):
@@ -257,7 +248,7 @@ class _Builder:
         modes = Counter(_pte_flags(pte) for _vpn, pte in ptes)
         lines = [
             f"vma {vma.vm_start:#x}-{vma.vm_end:#x}",
-            f"{_perms(vma.vm_flags)} pgoff {vma.vm_pgoff:#x} ({_n(vma.pages(), 'page')})",
+            f"{vma_perms(vma.vm_flags)} pgoff {vma.vm_pgoff:#x} ({_n(vma.pages(), 'page')})",
             f"flags: {vm_flags_str(vma.vm_flags)}",
         ]
         if vma.vm_ops is not None:
