@@ -332,6 +332,18 @@ def k_vunmap(r: Recorder, data: Random) -> bool:
     return True
 
 
+def _read_or_write(
+    r: Recorder, data: Random, kind: str, target: Any, buf: BufRef, write: bool
+) -> bool:
+    """``{kind}_write`` of a pattern, or ``{kind}_read``, over a range of ``buf``."""
+    offset, n = _range(r, data, buf, 0, buf.size)
+    if write:
+        r.call(f"{kind}_write", target, offset=offset, data=_pattern(len(r.program), n))
+    else:
+        r.call(f"{kind}_read", target, offset=offset, n=n)
+    return True
+
+
 def k_kernel_access(r: Recorder, data: Random, only: BufRef | None = None) -> bool:
     s = r.state
     write = data.random() < 0.5
@@ -344,12 +356,7 @@ def k_kernel_access(r: Recorder, data: Random, only: BufRef | None = None) -> bo
         if not bufs:
             return False
         buf = _pick(data, bufs)
-        offset, n = _range(r, data, buf, 0, buf.size)
-        if write:
-            r.call("kmap_write", buf, offset=offset, data=_pattern(len(r.program), n))
-        else:
-            r.call("kmap_read", buf, offset=offset, n=n)
-        return True
+        return _read_or_write(r, data, "kmap", buf, buf, write)
     vmaps = [
         v
         for v in s.vmaps
@@ -360,12 +367,7 @@ def k_kernel_access(r: Recorder, data: Random, only: BufRef | None = None) -> bo
     if not vmaps:
         return False
     v = _pick(data, vmaps)
-    offset, n = _range(r, data, v.buf, 0, v.buf.size)
-    if write:
-        r.call("kernel_write", v, offset=offset, data=_pattern(len(r.program), n))
-    else:
-        r.call("kernel_read", v, offset=offset, n=n)
-    return True
+    return _read_or_write(r, data, "kernel", v, v.buf, write)
 
 
 def k_attach(r: Recorder, data: Random) -> bool:
@@ -417,12 +419,7 @@ def k_dma(r: Recorder, data: Random, only: BufRef | None = None) -> bool:
     if not atts:
         return False
     a = _pick(data, atts)
-    offset, n = _range(r, data, a.buf, 0, a.buf.size)
-    if write:
-        r.call("dma_write", a, offset=offset, data=_pattern(len(r.program), n))
-    else:
-        r.call("dma_read", a, offset=offset, n=n)
-    return True
+    return _read_or_write(r, data, "dma", a, a.buf, write)
 
 
 def k_dma_job(r: Recorder, data: Random) -> bool:
