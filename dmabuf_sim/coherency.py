@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import define, field, frozen
 
-from .mm.page_alloc import PAGE_SHIFT, PAGE_SIZE
+from .mm.page_alloc import PAGE_SHIFT, PAGE_SIZE, page_pieces
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -99,18 +99,8 @@ class CoherencyChecker:
                 self.writer.pop(p, None)
 
     # -- the record -----------------------------------------------------------------
-    def _pieces(self, pa: int, n: int) -> list[tuple[int, int, int, int]]:
-        out = []
-        pos = 0
-        while pos < n:
-            pfn, off = divmod(pa + pos, PAGE_SIZE)
-            chunk = min(n - pos, PAGE_SIZE - off)
-            out.append((pfn, off, pos, chunk))
-            pos += chunk
-        return out
-
     def _record(self, pa: int, data: bytes, who: str) -> None:
-        for pfn, off, pos, chunk in self._pieces(pa, len(data)):
+        for pfn, off, pos, chunk in page_pieces(pa, len(data)):
             page = self.truth.get(pfn)
             if page is None:
                 page = self.truth[pfn] = bytearray(PAGE_SIZE)
@@ -119,7 +109,7 @@ class CoherencyChecker:
 
     def expected(self, pa: int, n: int) -> bytes:
         out = bytearray()
-        for pfn, off, _pos, chunk in self._pieces(pa, n):
+        for pfn, off, _pos, chunk in page_pieces(pa, n):
             page = self.truth.get(pfn)
             out += page[off : off + chunk] if page is not None else bytes(chunk)
         return bytes(out)

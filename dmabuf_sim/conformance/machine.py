@@ -85,7 +85,7 @@ from ..exporters.drm_gem import drm_vma_node_offset_addr
 from ..exporters.registry import ExporterInfo
 from ..kernel import Kernel
 from ..mm.mmap import MAP_FIXED
-from ..mm.page_alloc import PAGE_SHIFT, PAGE_SIZE
+from ..mm.page_alloc import PAGE_SHIFT, PAGE_SIZE, page_pieces
 from ..mm.vmalloc import KernelMapping
 from ..module import Module, find_module, register_module_file, request_module
 from ..spec import get_spec
@@ -887,16 +887,6 @@ class DmaBufMachine:
         if self.cpu_view_definite(v.buf):
             self._judge(v.buf, offset, got, "the kernel (vmap)")
 
-    def _kmap_pieces(self, buf: BufRef, offset: int, n: int) -> list[tuple[int, int, int, int]]:
-        out = []
-        pos = 0
-        while pos < n:
-            page, off = divmod(offset + pos, PAGE)
-            chunk = min(n - pos, PAGE - off)
-            out.append((page, off, pos, chunk))
-            pos += chunk
-        return out
-
     @_step
     def kmap_write(self, buf: BufRef, offset: int, data: bytes) -> None:
         """The kernel writes through dma_buf_kmap page by page (3.x, inside begin/end)."""
@@ -904,7 +894,7 @@ class DmaBufMachine:
         self._require(bool(data) and offset >= 0 and offset + len(data) <= buf.size, "in bounds")
         self._kernel_bracket(buf, True)
         dmabuf = buf.tracked.dmabuf
-        for page, off, pos, chunk in self._kmap_pieces(buf, offset, len(data)):
+        for page, off, pos, chunk in page_pieces(offset, len(data)):
             vaddr = _kmapped(dma_buf_kmap(dmabuf, page))
             vaddr.write(off, data[pos : pos + chunk])
             dma_buf_kunmap(dmabuf, page, vaddr)
@@ -919,7 +909,7 @@ class DmaBufMachine:
         self._kernel_bracket(buf, False)
         dmabuf = buf.tracked.dmabuf
         got = b""
-        for page, off, _pos, chunk in self._kmap_pieces(buf, offset, n):
+        for page, off, _pos, chunk in page_pieces(offset, n):
             vaddr = _kmapped(dma_buf_kmap(dmabuf, page))
             got += vaddr.read(off, chunk)
             dma_buf_kunmap(dmabuf, page, vaddr)

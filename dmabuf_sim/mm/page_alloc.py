@@ -83,6 +83,7 @@ __all__ = [
     "Page",
     "PhysicalMemory",
     "Zone",
+    "page_pieces",
 ]
 
 PAGE_SHIFT = 12
@@ -101,6 +102,19 @@ _GFP_NOWARN = __GFP_NOWARN
 def PAGE_ALIGN(addr: int) -> int:
     """Round up to a page boundary in 64-bit unsigned arithmetic (wraps to 0 like C)."""
     return ((addr + PAGE_SIZE - 1) & PAGE_MASK) & ULONG_MAX
+
+
+def page_pieces(start: int, n: int) -> list[tuple[int, int, int, int]]:
+    """``[start, start + n)`` cut at page boundaries: ``(page, offset in it, offset in the
+    range, length)`` for each piece (page = pfn for a physical address)."""
+    out = []
+    pos = 0
+    while pos < n:
+        page, off = divmod(start + pos, PAGE_SIZE)
+        chunk = min(n - pos, PAGE_SIZE - off)
+        out.append((page, off, pos, chunk))
+        pos += chunk
+    return out
 
 
 @define(eq=False, slots=True)
